@@ -1,0 +1,330 @@
+"""[device] Turn an image or a table row into the model's input, exactly as in training.
+
+Training (``edgenn.data``) and every device command (predict, bench, camera, tag) call the same
+functions here, so that a model on a Pi sees its inputs prepared the way it was trained: EXIF
+orientation applied, colour mode converted, resized with the same filter, scaled the same way.
+The recipe travels with the model as ``preprocess.json`` (:class:`PreprocessSpec`).
+
+numpy and pillow only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edgenn.errors import EdgennError
+
+#: Colour modes a model can be trained on: Pillow's names.
+COLOR_MODES = ("L", "RGB")
+#: Resize filters, by the name stored in preprocess.json.
+RESIZE_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+PREPROCESS_FILE = "preprocess.json"
+SPEC_VERSION = 1
+
+
+@dataclasses.dataclass
+class PreprocessSpec:
+    """How raw data becomes the model's float input; stored as ``preprocess.json``.
+
+    For images the model input is ``pixel * scale + offset`` where ``pixel`` is the uint8 value
+    after EXIF orientation, conversion to ``color_mode`` and resizing to ``input_shape`` with
+    ``resize``. For tables it is ``(value - mean) / std`` per feature, in ``feature_names`` order.
+
+    Attributes:
+        kind: ``"image"`` or ``"tabular"``.
+        input_shape: The model input without the batch axis, e.g. ``[28, 28, 1]``.
+        task: ``"classification"`` or ``"regression"``.
+        color_mode: Pillow mode for images (``"L"`` or ``"RGB"``).
+        resize: Resize filter name (a key of :data:`RESIZE_FILTERS`).
+        scale: Multiplier applied to uint8 pixels.
+        offset: Added after scaling.
+        feature_names: Column names of a tabular model, in input order.
+        mean: Per-feature mean subtracted (tabular).
+        std: Per-feature standard deviation divided by (tabular).
+        target_mean: For regression: the model predicts ``(y - target_mean) / target_std``.
+        target_std: See ``target_mean``.
+        target_name: Name of the predicted column (tabular).
+    """
+
+    kind: str
+    input_shape: list[int]
+    task: str = "classification"
+    color_mode: str | None = None
+    resize: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    feature_names: list[str] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    target_mean: float | None = None
+    target_std: float | None = None
+    target_name: str | None = None
+    version: int = SPEC_VERSION
+
+    @classmethod
+    def for_images(cls, height: int, width: int, color_mode: str) -> PreprocessSpec:
+        """The default image recipe: uint8 pixels scaled to [0, 1], bilinear resize.
+
+        Args:
+            height: Model input height in pixels.
+            width: Model input width in pixels.
+            color_mode: ``"L"`` (1 channel) or ``"RGB"`` (3 channels).
+
+        Returns:
+            The spec.
+        """
+        channels = 1 if color_mode == "L" else 3
+        return cls(
+            kind="image",
+            input_shape=[int(height), int(width), channels],
+            color_mode=color_mode,
+            resize="bilinear",
+            scale=1.0 / 255.0,
+            offset=0.0,
+        )
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of an image model's input."""
+        return int(self.input_shape[0]), int(self.input_shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document, without empty fields."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], source: str = "preprocess.json") -> PreprocessSpec:
+        """Validate and build a spec from its JSON document.
+
+        Args:
+            doc: The parsed document.
+            source: Where it came from, for error messages.
+
+        Returns:
+            The spec.
+
+        Raises:
+            EdgennError: A field is missing or has a value this version cannot use.
+        """
+        if not isinstance(doc, dict) or "kind" not in doc or "input_shape" not in doc:
+            raise EdgennError(
+                f"{source} is not an edgenn preprocessing recipe (expected an object with 'kind' "
+                f"and 'input_shape', got {str(doc)[:80]!r}).",
+                "Re-create it with edgenn train or edgenn convert.",
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in doc.items() if k in names})
+        if spec.kind not in ("image", "tabular"):
+            raise EdgennError(f"{source}: kind is {spec.kind!r}; expected 'image' or 'tabular'.")
+        if spec.kind == "image" and spec.color_mode not in COLOR_MODES:
+            raise EdgennError(
+                f"{source}: color_mode is {spec.color_mode!r}; expected one of {COLOR_MODES}."
+            )
+        if spec.kind == "image" and spec.resize not in RESIZE_FILTERS:
+            raise EdgennError(
+                f"{source}: resize is {spec.resize!r}; expected one of {sorted(RESIZE_FILTERS)}."
+            )
+        return spec
+
+    def save(self, path: Path) -> None:
+        """Write the spec as JSON (atomically).
+
+        Args:
+            path: Destination file.
+        """
+        from edgenn.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> PreprocessSpec:
+        """Read ``preprocess.json``.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The spec.
+
+        Raises:
+            EdgennError: The file is missing or not a valid recipe.
+        """
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgennError(
+                f"No preprocessing recipe at {path}.",
+                "Pass the run directory that edgenn train wrote, "
+                "or the .tflite that edgenn convert wrote.",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise EdgennError(f"Cannot read {path} as JSON: {exc}.") from None
+        return cls.from_dict(doc, source=str(path))
+
+
+def open_image(path: Path, color_mode: str) -> Image.Image:
+    """Open an image file with its EXIF orientation applied, converted to ``color_mode``.
+
+    The file is only read, never written.
+
+    Args:
+        path: Image file (anything Pillow decodes: JPEG, PNG, WebP, TIFF, BMP, ...).
+        color_mode: ``"L"`` or ``"RGB"``.
+
+    Returns:
+        The decoded image, upright, in the requested mode.
+
+    Raises:
+        EdgennError: The file is missing, not an image, truncated, or too large to decode safely.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return convert_mode(img, color_mode)
+    except FileNotFoundError:
+        raise EdgennError(f"Image not found: {path}.") from None
+    except UnidentifiedImageError:
+        raise EdgennError(
+            f"{path} is not an image Pillow can decode (expected JPEG, PNG, WebP, TIFF or BMP)."
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise EdgennError(f"{path} is refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise EdgennError(
+            f"{path} could not be decoded ({exc}); the file may be truncated."
+        ) from None
+
+
+def convert_mode(img: Image.Image, color_mode: str) -> Image.Image:
+    """Convert any Pillow mode to ``"L"`` or ``"RGB"``, flattening transparency onto white.
+
+    Args:
+        img: The image.
+        color_mode: Target mode.
+
+    Returns:
+        The converted image (the same object when it is already in that mode).
+    """
+    if img.mode == color_mode:
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit and float images: scale to 8 bits rather than clip.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 0 else 1.0
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+    return img.convert(color_mode)
+
+
+def resize_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize an upright image in the model's colour mode to the model input, as uint8 HxWxC.
+
+    Args:
+        img: Image already in ``spec.color_mode``.
+        spec: The model's recipe.
+
+    Returns:
+        uint8 array of shape ``spec.input_shape``.
+    """
+    height, width = spec.image_size
+    if img.size != (width, height):
+        img = img.resize((width, height), RESIZE_FILTERS[spec.resize or "bilinear"])
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr
+
+
+def load_pixels(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """Read an image file as the uint8 pixels the model expects (before scaling).
+
+    Args:
+        path: Image file.
+        spec: The model's recipe.
+
+    Returns:
+        uint8 array of shape ``spec.input_shape``.
+
+    Raises:
+        EdgennError: The file cannot be decoded.
+    """
+    return resize_pixels(open_image(path, spec.color_mode or "RGB"), spec)
+
+
+def pixels_to_input(pixels: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None):
+    """Scale uint8 pixels to the model's float input.
+
+    Args:
+        pixels: uint8 array of shape ``(..., H, W, C)``.
+        spec: The model's recipe.
+        out: Optional float32 array to write into (reused on a hot path).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    if out is None:
+        out = np.empty(pixels.shape, dtype=np.float32)
+    np.multiply(pixels, np.float32(spec.scale), out=out, casting="unsafe")
+    if spec.offset:
+        out += np.float32(spec.offset)
+    return out
+
+
+def features_to_input(features: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Standardize raw tabular features with the training mean and standard deviation.
+
+    Args:
+        features: float array of shape ``(N, F)`` or ``(F,)`` in ``spec.feature_names`` order.
+        spec: The model's recipe (kind ``"tabular"``).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return ((np.asarray(features, dtype=np.float32) - mean) / std).astype(np.float32)
+
+
+def output_to_target(values: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Undo the target standardization of a regression model.
+
+    Args:
+        values: The model's raw outputs.
+        spec: The model's recipe.
+
+    Returns:
+        Predictions in the units of the original target column.
+    """
+    mean = spec.target_mean or 0.0
+    std = spec.target_std or 1.0
+    return np.asarray(values, dtype=np.float64) * std + mean
+
+
+def scores_from_output(raw: np.ndarray) -> np.ndarray:
+    """Class probabilities from a classifier's output (a single sigmoid unit becomes two columns).
+
+    Args:
+        raw: Model output ``(N, units)``.
+
+    Returns:
+        ``(N, classes)`` probabilities.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    return raw

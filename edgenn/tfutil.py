@@ -1,0 +1,105 @@
+"""[host] Import TensorFlow and Keras on demand, quietly, with a clear error when they are missing.
+
+Only host-side modules (models, train, convert) call this, and only inside functions, so that
+``edgenn --help`` and every device command run without TensorFlow installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+from edgenn.errors import TRAIN_EXTRA, MissingDependencyError
+
+
+def import_tensorflow(purpose: str = "This command", verbose: bool = False) -> ModuleType:
+    """Import TensorFlow with its C++ log noise turned down.
+
+    Args:
+        purpose: What needs it, for the error message ("edgenn train").
+        verbose: Keep TensorFlow's own logging.
+
+    Returns:
+        The ``tensorflow`` module.
+
+    Raises:
+        MissingDependencyError: TensorFlow is not installed; the message names the pip line.
+    """
+    if not verbose:
+        # Must be set before the first import: it is read by the C++ runtime at load time.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        if verbose:
+            import tensorflow as tf
+        else:
+            with quiet_stderr():
+                import tensorflow as tf
+    except ImportError as exc:
+        if "tensorflow" not in str(exc):
+            raise
+        raise MissingDependencyError("TensorFlow", purpose, TRAIN_EXTRA) from None
+    if not verbose:
+        tf.get_logger().setLevel("ERROR")
+        with contextlib.suppress(ImportError):
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+    return tf
+
+
+def import_keras(purpose: str = "This command", verbose: bool = False) -> ModuleType:
+    """Import Keras 3 (TensorFlow backend).
+
+    Args:
+        purpose: What needs it, for the error message.
+        verbose: Keep TensorFlow's own logging.
+
+    Returns:
+        The ``keras`` module.
+
+    Raises:
+        MissingDependencyError: TensorFlow / Keras is not installed.
+    """
+    import_tensorflow(purpose, verbose)
+    import keras
+
+    return keras
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True) -> Iterator[None]:
+    """Silence file descriptor 2 for the block, C++ writers included.
+
+    TensorFlow's converter and runtime log from C++ straight to fd 2, which ``sys.stderr``
+    redirection does not catch; this swaps the descriptor itself.
+
+    Args:
+        enabled: When false, do nothing (``--verbose``).
+
+    Yields:
+        Nothing.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        # No real descriptor (e.g. under a test runner capturing stderr): nothing to swap.
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
