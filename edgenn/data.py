@@ -735,7 +735,7 @@ def adapt_images(x: np.ndarray, src: PreprocessSpec, dst: PreprocessSpec) -> np.
     src_mode = "L" if x.shape[-1] == 1 else "RGB"
     out = np.empty((len(x), *dst.input_shape), dtype=np.uint8)
     for i, image in enumerate(x):
-        img = Image.fromarray(image[..., 0] if src_mode == "L" else image, src_mode)
+        img = Image.fromarray(np.ascontiguousarray(image[..., 0] if src_mode == "L" else image))
         out[i] = preprocess.resize_pixels(preprocess.convert_mode(img, dst.color_mode), dst)
     return out
 

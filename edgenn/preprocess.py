@@ -227,7 +227,7 @@ def convert_mode(img: Image.Image, color_mode: str) -> Image.Image:
         # 16-bit and float images: scale to 8 bits rather than clip.
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size and arr.max() > 0 else 1.0
-        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8))
     return img.convert(color_mode)
 
 

@@ -375,9 +375,10 @@ def train(
             f"--epochs ({config.epochs}) and --batch-size ({config.batch_size}) must be at least 1 "
             f"and --lr ({config.learning_rate}) positive."
         )
+    # Data first: a bad data set is reported without waiting for (or needing) TensorFlow.
+    splits = prepare_data(config)
     tf = import_tensorflow("edgenn train", verbose)
     keras = import_keras("edgenn train", verbose)
-    splits = prepare_data(config)
     keras.utils.set_random_seed(config.data.seed)
     model, base = build_model(config, splits)
     units, head_activation = models.head_for(splits.task, len(splits.labels))

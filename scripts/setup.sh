@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Set up edgenn from a clean clone on a fresh Debian or Ubuntu machine.
+#
+#   bash scripts/setup.sh train    .venv with edgenn[train] (TensorFlow CPU) - the default
+#   bash scripts/setup.sh test     .venv with edgenn[train,test], and .venv-device with
+#                                  edgenn[test] only (no TensorFlow), for the device-side suite
+#   bash scripts/setup.sh device   .venv with the device profile only (what a Pi installs)
+#
+# Installs Debian packages (with sudo when not root), makes the virtual environment(s) and installs
+# edgenn into them in editable mode. Safe to run again.
+set -euo pipefail
+profile=${1:-train}
+cd "$(dirname "$0")/.."
+
+case "$profile" in train | test | device) ;; *)
+  echo "usage: bash scripts/setup.sh [train|test|device]" >&2
+  exit 2
+  ;;
+esac
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# dataset-fashion-mnist: the default data set's IDX files under /usr/share/datasets/fashion-mnist.
+apt_packages=(dataset-fashion-mnist ca-certificates)
+if ! python3 -m venv --help >/dev/null 2>&1; then apt_packages+=(python3-venv python3-pip); fi
+if [ "$profile" = test ]; then
+  # g++: compiles generated TFLite Micro sources; exiftool reads back XMP sidecars.
+  apt_packages+=(g++ libimage-exiftool-perl)
+fi
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+make_venv() { # make_venv DIR EXTRAS
+  local dir=$1 extras=$2
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  echo "setup: installing edgenn${extras:+[$extras]} into $dir" >&2
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}" 2>&1 \
+    | grep -v '^WARNING: Location' || true
+  "$dir/bin/python" -c "import edgenn" # fail here, not later, when the install did not work
+}
+
+case "$profile" in
+  train) make_venv .venv train ;;
+  device) make_venv .venv "" ;;
+  test)
+    make_venv .venv train,test
+    make_venv .venv-device test
+    ;;
+esac
+echo "setup: done ($profile)" >&2

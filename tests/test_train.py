@@ -1,0 +1,200 @@
+"""The training path on tiny real slices: data -> model -> train -> artifacts -> reload."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgenn import data, models
+from edgenn.errors import EdgennError, UsageError
+from edgenn.train import TrainConfig, train
+
+from .conftest import SAMPLES
+
+pytestmark = pytest.mark.tf
+
+TINY = dict(epochs=2, batch_size=64, patience=0)
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fmnist-cnn"
+    config = TrainConfig(
+        data=data.DataSpec(limit=2000, seed=0), model="cnn", filters=[16, 32], epochs=4, patience=0
+    )
+    return train(config, out, progress=False)
+
+
+def test_run_directory_artifacts(cnn_run):
+    run = cnn_run.run_dir
+    names = {p.name for p in run.iterdir()}
+    assert names == {
+        "model.keras",
+        "labels.txt",
+        "preprocess.json",
+        "data.json",
+        "history.csv",
+        "curves.png",
+        "confusion_matrix.png",
+        "metrics.json",
+    }
+    assert (run / "labels.txt").read_text().splitlines() == data.FASHION_MNIST_LABELS
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("test_accuracy", "params", "epochs_run", "train_seconds", "dataset", "seed"):
+        assert key in m
+    assert m["dataset"] == "fashion-mnist" and m["seed"] == 0 and m["epochs_run"] == 4
+    assert m["n_train"] == 1800 and m["n_val"] == 200 and m["n_test"] == 10000
+    # Four epochs on 1,800 images: far better than chance (10%), far from converged.
+    assert 0.35 < m["test_accuracy"] < 0.95
+    assert np.array(m["confusion_matrix"]).sum() == 10000
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert len(rows) == 4 and {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(rows[0])
+    for png in ("curves.png", "confusion_matrix.png"):
+        with Image.open(run / png) as img:
+            assert img.format == "PNG" and img.width > 300
+
+
+def test_reload_gives_the_same_predictions(cnn_run):
+    splits = data.make_splits(data.load_data_spec(cnn_run.run_dir))
+    x = splits.model_inputs(splits.x_test[:256])
+    before = cnn_run.model.predict(x, verbose=0)
+    reloaded = models.load_keras_model(cnn_run.run_dir)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
+    # The metrics file agrees with a fresh evaluation of the reloaded model on the same test split.
+    full = reloaded.predict(splits.model_inputs(splits.x_test), verbose=0)
+    assert float(np.mean(full.argmax(1) == splits.y_test)) == pytest.approx(
+        cnn_run.metrics["test_accuracy"], abs=1e-4
+    )
+
+
+def test_existing_run_is_not_overwritten(cnn_run):
+    before = (cnn_run.run_dir / "model.keras").read_bytes()
+    with pytest.raises(EdgennError, match="already exists.*--overwrite"):
+        train(TrainConfig(data=data.DataSpec(limit=100), **TINY), cnn_run.run_dir, progress=False)
+    assert (cnn_run.run_dir / "model.keras").read_bytes() == before
+
+
+def test_failed_run_leaves_nothing(tmp_path, iris_csv):
+    out = tmp_path / "run"
+    iris = data.DataSpec(dataset=str(iris_csv), target_column="species")
+    with pytest.raises(UsageError, match="--model cnn needs image input"):
+        train(TrainConfig(data=iris, model="cnn", **TINY), out, progress=False)
+    with pytest.raises(UsageError, match="--loss mse is for regression"):
+        train(TrainConfig(data=iris, model="mlp", loss="mse", **TINY), out, progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_mlp_classic_784_128_10(tmp_path):
+    config = TrainConfig(
+        data=data.DataSpec(limit=2000),
+        model="mlp",
+        hidden=[128],
+        activation="tanh",
+        optimizer="nesterov",
+        learning_rate=0.05,
+        lr_schedule="plateau",
+        **TINY,
+    )
+    result = train(config, tmp_path / "mlp", progress=False)
+    assert result.metrics["params"] == 784 * 128 + 128 + 128 * 10 + 10
+    assert result.metrics["test_accuracy"] > 0.6
+
+
+def test_transfer_from_fashion_mnist_to_digits_offline(cnn_run, tmp_path):
+    config = TrainConfig(
+        data=data.DataSpec(dataset="digits"),
+        base=str(cnn_run.run_dir),
+        fine_tune_epochs=2,
+        epochs=12,
+        patience=0,
+        learning_rate=1e-2,
+    )
+    result = train(config, tmp_path / "digits", progress=False)
+    m = result.metrics
+    # The digits were resized to the base's 28x28 input; only the new head trained at first.
+    spec = json.loads((tmp_path / "digits" / "preprocess.json").read_text())
+    assert spec["input_shape"] == [28, 28, 1]
+    assert m["model"].startswith("transfer:") and m["epochs_run"] == 14
+    assert m["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert (tmp_path / "digits" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+
+
+def test_csv_regression_run(diabetes_csv, tmp_path):
+    config = TrainConfig(
+        data=data.DataSpec(dataset=str(diabetes_csv), target_column="progression"),
+        model="mlp",
+        hidden=[32, 16],
+        epochs=30,
+        patience=5,
+        learning_rate=5e-3,
+    )
+    result = train(config, tmp_path / "reg", progress=False)
+    m = result.metrics
+    assert m["task"] == "regression"
+    # Better than predicting the training mean (R2 = 0) on held-out patients.
+    assert m["test_r2"] > 0.2
+    assert "test_mse" in m and (tmp_path / "reg" / "predictions.png").is_file()
+    assert (tmp_path / "reg" / "labels.txt").read_text() == "progression\n"
+
+
+def test_binary_csv_uses_a_sigmoid_head(breast_cancer_csv, tmp_path):
+    config = TrainConfig(
+        data=data.DataSpec(dataset=str(breast_cancer_csv), target_column="diagnosis"),
+        model="mlp",
+        hidden=[16],
+        epochs=10,
+        patience=0,
+        optimizer="rmsprop",
+        learning_rate=1e-2,
+    )
+    result = train(config, tmp_path / "bin", progress=False)
+    assert result.metrics["loss_function"] == "binary_crossentropy"
+    assert result.model.output_shape == (None, 1)
+    assert result.metrics["test_accuracy"] > 0.85
+
+
+def test_categorical_crossentropy_and_image_folder(tmp_path):
+    config = TrainConfig(
+        data=data.DataSpec(dataset=str(SAMPLES), seed=1),
+        model="cnn",
+        filters=[8, 16],
+        loss="categorical_crossentropy",
+        optimizer="adagrad",
+        learning_rate=0.05,
+        augment=True,
+        **TINY,
+    )
+    result = train(config, tmp_path / "folder", progress=False)
+    assert result.metrics["n_test"] == 60 and result.metrics["num_classes"] == 10
+
+
+@pytest.mark.parametrize("name", models.OPTIMIZERS)
+def test_every_optimizer_builds(name):
+    opt = models.make_optimizer(name, 0.01)
+    assert float(opt.learning_rate) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("activation", models.ACTIVATIONS)
+def test_builders_and_activations(activation):
+    cnn = models.build_cnn((28, 28, 1), 10, depthwise=True, dense=32, activation=activation)
+    assert cnn.output_shape == (None, 10)
+    assert any(layer.__class__.__name__ == "DepthwiseConv2D" for layer in cnn.layers)
+    mlp = models.build_mlp(
+        (13,), 1, hidden=[8, 4], activation=activation, dropout=0.1, output_activation="linear"
+    )
+    assert mlp.output_shape == (None, 1)
+
+
+def test_default_cnn_is_compact():
+    assert models.build_cnn((28, 28, 1), 10).count_params() <= 100_000
+
+
+def test_loading_a_non_model_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(EdgennError, match="could not be loaded as a Keras model"):
+        models.load_keras_model(bad)
