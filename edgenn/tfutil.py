@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
 from edgenn.errors import TRAIN_EXTRA, MissingDependencyError
+from edgenn.stdio import capture_stderr
 
 
 def import_tensorflow(purpose: str = "This command", verbose: bool = False) -> ModuleType:
@@ -72,10 +73,7 @@ def import_keras(purpose: str = "This command", verbose: bool = False) -> Module
 
 @contextlib.contextmanager
 def quiet_stderr(enabled: bool = True) -> Iterator[None]:
-    """Silence file descriptor 2 for the block, C++ writers included.
-
-    TensorFlow's converter and runtime log from C++ straight to fd 2, which ``sys.stderr``
-    redirection does not catch; this swaps the descriptor itself.
+    """Silence fd 2 (C++ log lines included) for the block, and Python warnings with it.
 
     Args:
         enabled: When false, do nothing (``--verbose``).
@@ -86,20 +84,6 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        # No real descriptor (e.g. under a test runner capturing stderr): nothing to swap.
+    with capture_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)

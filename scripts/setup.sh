@@ -54,6 +54,12 @@ case "$profile" in
   test)
     make_venv .venv train,test
     make_venv .venv-device test
+    # tflite-runtime 2.14 (the last release, what many Pi and Coral set-ups run) needs numpy<2 and
+    # must not share a process with TensorFlow: the tests load converted models with it here.
+    if [ ! -x .venv-tflite214/bin/python ]; then python3 -m venv .venv-tflite214; fi
+    .venv-tflite214/bin/python -m pip install -q --disable-pip-version-check "tflite-runtime==2.14.0" "numpy<2" \
+      2>&1 | grep -v '^WARNING: Location' || true
+    .venv-tflite214/bin/python -c "import tflite_runtime.interpreter"
     ;;
 esac
 echo "setup: done ($profile)" >&2
