@@ -149,9 +149,16 @@ Examples:
     "--depthwise", is_flag=True, help="CNN: depthwise-separable blocks (MobileNet style)."
 )
 @click.option(
+    "--head",
+    type=click.Choice(models.CNN_HEADS),
+    default=models.DEFAULT_CNN_HEAD,
+    show_default=True,
+    help="CNN: global average pooling or flatten before the dense layers.",
+)
+@click.option(
     "--dense",
     type=int,
-    default=0,
+    default=models.DEFAULT_CNN_DENSE,
     show_default=True,
     help="CNN: units of a dense layer before the output.",
 )
@@ -244,6 +251,7 @@ def train(**opts: Any) -> None:
         hidden=opts["hidden"],
         filters=opts["filters"],
         depthwise=opts["depthwise"],
+        head=opts["head"],
         dense=opts["dense"],
         activation=opts["activation"],
         dropout=opts["dropout"],

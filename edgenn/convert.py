@@ -268,9 +268,10 @@ def convert(
         "target": target,
         "source": str(src.model_path),
     }
-    model_bytes = tflite_model.embed_metadata(
-        model_bytes, tflite_model.EDGENN_METADATA, json.dumps(payload).encode("utf-8")
-    )
+    meta = json.dumps(payload).encode("utf-8")
+    model_bytes = tflite_model.embed_metadata(model_bytes, tflite_model.EDGENN_METADATA, meta)
+    # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
+    fp32_size = len(tflite_model.embed_metadata(fp32_bytes, tflite_model.EDGENN_METADATA, meta))
     parsed = tflite_model.load(model_bytes)
 
     float_score = converted_score = None
@@ -322,8 +323,8 @@ def convert(
         io=io_type,
         target=target,
         size_bytes=len(model_bytes),
-        fp32_size_bytes=len(fp32_bytes),
-        size_ratio=round(len(model_bytes) / len(fp32_bytes), 4),
+        fp32_size_bytes=fp32_size,
+        size_ratio=round(len(model_bytes) / fp32_size, 4),
         float_accuracy=float_score if classification else None,
         converted_accuracy=converted_score if classification else None,
         accuracy_drop_points=round(drop, 3) if drop is not None else None,

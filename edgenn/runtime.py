@@ -183,8 +183,11 @@ class Runner:
                 f"{self.runtime.name} {self.runtime.version} cannot run {label}: {message[:300]}",
                 "Check the model's ops with: edgenn inspect MODEL --target cpu",
             ) from None
-        self.input_details = self.interpreter.get_input_details()
-        self.output_details = self.interpreter.get_output_details()
+        try:
+            self.input_details = self.interpreter.get_input_details()
+            self.output_details = self.interpreter.get_output_details()
+        except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
+            raise EdgennError(f"{label} has damaged tensor details: {exc}") from None
         first = self.input_details[0]
         self._in_index = first["index"]
         self._in_dtype = np.dtype(first["dtype"])

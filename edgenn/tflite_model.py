@@ -336,7 +336,13 @@ def _parse(schema, model, data: bytes, path: Path | None) -> TFLiteFile:
                 int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])
             ]
             const = _buffer_bytes(model, t.buffer, data)
-            name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name)
+            try:
+                # Runtimes decode names strictly; a damaged name must fail here, not there.
+                name = t.name.decode("utf-8") if isinstance(t.name, bytes) else str(t.name or "")
+            except UnicodeDecodeError:
+                raise EdgennError(
+                    f"{label}: tensor {t_index} has a damaged name (not UTF-8)."
+                ) from None
             infos.append(
                 TensorInfo(
                     index=t_index,

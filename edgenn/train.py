@@ -53,6 +53,7 @@ class TrainConfig:
         hidden: MLP hidden layer sizes.
         filters: CNN conv block channels.
         depthwise: CNN depthwise-separable blocks.
+        head: CNN head: ``gap`` (global average pooling) or ``flatten``.
         dense: CNN dense layer before the output (0: none).
         activation: Hidden activation.
         dropout: Dropout rate (None: 0.3 for the CNN, 0 for the MLP).
@@ -77,7 +78,8 @@ class TrainConfig:
     hidden: list[int] = dataclasses.field(default_factory=lambda: list(models.DEFAULT_MLP_HIDDEN))
     filters: list[int] = dataclasses.field(default_factory=lambda: list(models.DEFAULT_CNN_FILTERS))
     depthwise: bool = False
-    dense: int = 0
+    head: str = models.DEFAULT_CNN_HEAD
+    dense: int = models.DEFAULT_CNN_DENSE
     activation: str = "relu"
     dropout: float | None = None
     base: str | None = None
@@ -253,6 +255,7 @@ def build_model(config: TrainConfig, splits: data_mod.Splits):
             dropout,
             config.activation,
             activation,
+            head=config.head,
         )
     return model, None
 

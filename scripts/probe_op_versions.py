@@ -26,7 +26,11 @@ def make(folder: Path) -> None:
     from ai_edge_litert import schema_py_generated as s
 
     folder.mkdir(parents=True, exist_ok=True)
-    ops = {k: v for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+    ops = {
+        k: v
+        for k, v in vars(s.BuiltinOperator).items()
+        if not k.startswith("_") and isinstance(v, int)
+    }
     for name, code in ops.items():
         if name in ("CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"):
             continue
@@ -69,7 +73,9 @@ def probe(folder: Path, module_name: str) -> None:
     for path in sorted(folder.glob("*.tflite")):
         name, version = path.stem.rsplit("__", 1)
         try:
-            module.Interpreter(model_content=path.read_bytes(), experimental_op_resolver_type=resolver)
+            module.Interpreter(
+                model_content=path.read_bytes(), experimental_op_resolver_type=resolver
+            )
             ok = True
         except (RuntimeError, ValueError) as exc:
             ok = "Didn't find op" not in str(exc) and "Op builtin_code out of range" not in str(exc)

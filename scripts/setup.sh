@@ -60,6 +60,15 @@ case "$profile" in
     .venv-tflite214/bin/python -m pip install -q --disable-pip-version-check "tflite-runtime==2.14.0" "numpy<2" \
       2>&1 | grep -v '^WARNING: Location' || true
     .venv-tflite214/bin/python -c "import tflite_runtime.interpreter"
+    # Real third-party .tflite models for the tests: MediaPipe 0.10.21's wheel ships them (later
+    # releases ship none). Only the wheel is fetched, from PyPI; nothing of MediaPipe is installed.
+    if [ ! -f tests/.models/face_detection_short_range.tflite ]; then
+      wheels=$(mktemp -d)
+      .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" \
+        mediapipe==0.10.21 2>&1 | grep -v '^WARNING: Location' || true
+      .venv/bin/python scripts/extract_models.py "$wheels"/mediapipe-0.10.21-*.whl tests/.models
+      rm -rf "$wheels"
+    fi
     ;;
 esac
 echo "setup: done ($profile)" >&2

@@ -14,6 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "datasets" / "fashion-mnist-samples"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+#: Real third-party models, extracted from MediaPipe 0.10.21's wheel by scripts/setup.sh.
+MODELS = REPO / "tests" / ".models"
 
 # Keep TensorFlow quiet in the test log.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -81,3 +83,67 @@ def breast_cancer_csv(tmp_path_factory, sklearn_data_dir) -> Path:
         for r in rows:
             w.writerow([*r[:30], "malignant" if r[30] == "0" else "benign"])
     return path
+
+
+def third_party_model(name: str) -> Path:
+    path = MODELS / f"{name}.tflite"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; run: bash scripts/setup.sh test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_detection() -> Path:
+    """MediaPipe's face detector: fp16 weights (DEQUANTIZE), float I/O, 2 outputs."""
+    return third_party_model("face_detection_short_range")
+
+
+@pytest.fixture(scope="session")
+def sparse_face_detection() -> Path:
+    """MediaPipe's full-range face detector: sparse weights (DENSIFY)."""
+    return third_party_model("face_detection_full_range_sparse")
+
+
+@pytest.fixture(scope="session")
+def selfie_segmentation() -> Path:
+    """MediaPipe's selfie segmentation: a custom op (Convolution2DTransposeBias)."""
+    return third_party_model("selfie_segmentation")
+
+
+@pytest.fixture(scope="session")
+def sine_float() -> Path:
+    """The float sine model that the tflite-micro package ships."""
+    spec = importlib.util.find_spec("tflite_micro")
+    assert spec is not None, "tflite-micro is part of the [test] extra"
+    return (
+        Path(list(spec.submodule_search_locations)[0])
+        / "python"
+        / "tflite_micro"
+        / "sine_float.tflite"
+    )
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory):
+    """A tiny CNN run on 2,000 Fashion-MNIST images (needs TensorFlow)."""
+    from edgenn import data
+    from edgenn.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "fmnist-cnn"
+    config = TrainConfig(
+        data=data.DataSpec(limit=2000, seed=0), model="cnn", filters=[16, 32], epochs=4, patience=0
+    )
+    return train(config, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory):
+    """A tiny 784-32-10 MLP run on 2,000 Fashion-MNIST images (needs TensorFlow)."""
+    from edgenn import data
+    from edgenn.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "fmnist-mlp"
+    config = TrainConfig(
+        data=data.DataSpec(limit=2000, seed=0), model="mlp", hidden=[32], epochs=4, patience=0
+    )
+    return train(config, out, progress=False)

@@ -20,15 +20,6 @@ pytestmark = pytest.mark.tf
 TINY = dict(epochs=2, batch_size=64, patience=0)
 
 
-@pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "fmnist-cnn"
-    config = TrainConfig(
-        data=data.DataSpec(limit=2000, seed=0), model="cnn", filters=[16, 32], epochs=4, patience=0
-    )
-    return train(config, out, progress=False)
-
-
 def test_run_directory_artifacts(cnn_run):
     run = cnn_run.run_dir
     names = {p.name for p in run.iterdir()}

@@ -1,0 +1,306 @@
+"""edgenn convert: every precision, parity with Keras, TFLM bit-exactness, tflite-runtime 2.14."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgenn import data, targets, tflite_model
+from edgenn.cli import main
+from edgenn.convert import convert
+from edgenn.errors import EdgennError, UsageError
+from edgenn.runtime import Runner
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.tf
+
+TFLITE_214 = REPO / ".venv-tflite214" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def cnn_test(cnn_run):
+    splits = data.make_splits(data.load_data_spec(cnn_run.run_dir))
+    x = splits.model_inputs(splits.x_test[:500])
+    return x, splits.y_test[:500], cnn_run.model.predict(x, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def converted(cnn_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted")
+    results = {}
+    for q in ("fp32", "fp16", "dynamic", "int8"):
+        results[q] = convert(cnn_run.run_dir, out / f"cnn_{q}.tflite", quantize=q)
+    results["micro"] = convert(cnn_run.run_dir, out / "micro" / "cnn.tflite", target="micro")
+    results["edgetpu"] = convert(cnn_run.run_dir, out / "edgetpu" / "cnn.tflite", target="edgetpu")
+    return results
+
+
+@pytest.mark.parametrize("quantize", ["fp32", "fp16", "dynamic", "int8"])
+def test_parity_with_keras(converted, cnn_test, quantize):
+    x, _, keras_out = cnn_test
+    result = converted[quantize]
+    out = Runner(Path(result.output)).predict(x)
+    agreement = float(np.mean(out.argmax(1) == keras_out.argmax(1)))
+    tolerance = {"fp32": 1e-5, "fp16": 2e-2, "dynamic": 0.1, "int8": 0.1}[quantize]
+    assert np.abs(out - keras_out).max() < tolerance
+    assert agreement >= {"fp32": 1.0, "fp16": 0.99, "dynamic": 0.97, "int8": 0.95}[quantize]
+    assert result.accuracy_drop_points <= 1.0
+    assert result.test_examples == 10000
+
+
+def test_sizes_and_ratio(converted):
+    fp32 = converted["fp32"]
+    assert fp32.size_ratio == 1.0
+    assert 0.4 < converted["fp16"].size_ratio < 0.7
+    # A 5k-parameter model: graph and metadata weigh as much as the weights; int8 still halves it.
+    assert converted["int8"].size_ratio < 0.5
+    assert converted["int8"].calibration_samples == 300
+
+
+def test_static_batch_one_and_no_shape_ops(converted, mlp_run, tmp_path):
+    for result in converted.values():
+        m = tflite_model.load(Path(result.output))
+        assert m.input_details[0].shape[0] == 1
+        assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & {op.name for op in m.ops}
+    # The MLP's Flatten lowers to a single RESHAPE with the static signature.
+    mlp = convert(mlp_run.run_dir, tmp_path / "mlp.tflite", quantize="int8")
+    ops = [o["op"] for o in mlp.ops]
+    assert ops.count("RESHAPE") == 1 and "SHAPE" not in ops
+
+
+def test_labels_and_preprocessing_travel_with_the_model(converted, cnn_run):
+    path = Path(converted["int8"].output)
+    meta = tflite_model.load(path).edgenn_metadata
+    assert meta["labels"] == data.FASHION_MNIST_LABELS
+    assert meta["preprocess"]["input_shape"] == [28, 28, 1]
+    assert (path.parent / "labels.txt").read_text() == (cnn_run.run_dir / "labels.txt").read_text()
+    assert json.loads((path.parent / "preprocess.json").read_text())["color_mode"] == "L"
+
+
+def test_io_types_per_target(converted):
+    micro = tflite_model.load(Path(converted["micro"].output))
+    tpu = tflite_model.load(Path(converted["edgetpu"].output))
+    assert micro.input_details[0].dtype == micro.output_details[0].dtype == "int8"
+    assert tpu.input_details[0].dtype == tpu.output_details[0].dtype == "uint8"
+    assert tflite_model.load(Path(converted["int8"].output)).input_details[0].dtype == "float32"
+    assert converted["micro"].check["ok"] and converted["edgetpu"].check["ok"]
+    assert converted["micro"].check["details"]["arena"]["minimum_bytes"] > 0
+
+
+def test_quantized_io_round_trip(converted, cnn_test):
+    """uint8 and int8 I/O models give the same probabilities as the float-I/O int8 model."""
+    x, _, _ = cnn_test
+    ref = Runner(Path(converted["int8"].output), xnnpack=False).predict(x[:100])
+    for key in ("micro", "edgetpu"):
+        out = Runner(Path(converted[key].output), xnnpack=False).predict(x[:100])
+        assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.97
+        assert np.abs(out - ref).max() < 0.05
+
+
+def test_tflm_is_bit_exact_with_litert_reference(converted, cnn_test):
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    x, _, _ = cnn_test
+    path = Path(converted["micro"].output)
+    model = tflite_model.load(path)
+    arena = converted["micro"].check["details"]["arena"]["recommended_bytes"]
+    micro = tflm.Interpreter.from_bytes(model.data, arena_size=arena)
+    ref = Runner(model, xnnpack=False)
+    for xi in x[:200]:
+        ref.set_input(xi)
+        ref.invoke()
+        expected = ref.interpreter.get_tensor(ref.output_details[0]["index"])
+        micro.set_input(ref.interpreter.get_tensor(ref.input_details[0]["index"]), 0)
+        micro.invoke()
+        np.testing.assert_array_equal(micro.get_output(0), expected)
+
+
+def test_accuracy_drop_limit_writes_nothing(cnn_run, tmp_path):
+    out = tmp_path / "m.tflite"
+    with pytest.raises(EdgennError, match="more than --max-accuracy-drop -50"):
+        convert(cnn_run.run_dir, out, quantize="int8", max_accuracy_drop=-50)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(converted, cnn_run):
+    out = Path(converted["fp32"].output)
+    before = out.read_bytes()
+    with pytest.raises(EdgennError, match="already exists"):
+        convert(cnn_run.run_dir, out, quantize="fp32")
+    assert out.read_bytes() == before
+
+
+def test_bad_inputs(cnn_run, tmp_path):
+    with pytest.raises(UsageError, match="--target edgetpu needs a fully int8 model"):
+        convert(cnn_run.run_dir, tmp_path / "m.tflite", quantize="fp16", target="edgetpu")
+    with pytest.raises(UsageError, match="--io uint8 needs --quantize int8"):
+        convert(cnn_run.run_dir, tmp_path / "m.tflite", quantize="fp32", io_type="uint8")
+    with pytest.raises(EdgennError, match="does not exist"):
+        convert(tmp_path / "nothing", tmp_path / "m.tflite")
+    no_labels = tmp_path / "run"
+    no_labels.mkdir()
+    (no_labels / "model.keras").write_bytes((cnn_run.run_dir / "model.keras").read_bytes())
+    with pytest.raises(EdgennError, match="has no labels.txt"):
+        convert(no_labels, tmp_path / "m.tflite")
+    # No data.json: int8 has nothing to calibrate on.
+    for name in ("labels.txt", "preprocess.json"):
+        (no_labels / name).write_bytes((cnn_run.run_dir / name).read_bytes())
+    with pytest.raises(EdgennError, match="int8 quantization needs calibration data"):
+        convert(no_labels, tmp_path / "m.tflite", quantize="int8")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def _load_with_tflite_runtime_214(model: Path) -> subprocess.CompletedProcess:
+    code = (
+        "import sys, numpy as np\n"
+        "from tflite_runtime.interpreter import Interpreter\n"
+        "it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()\n"
+        "d = it.get_input_details()[0]\n"
+        "it.set_tensor(d['index'], np.zeros(d['shape'], d['dtype'])); it.invoke()\n"
+        "print(it.get_tensor(it.get_output_details()[0]['index']).shape)\n"
+    )
+    assert TFLITE_214.is_file(), "run: bash scripts/setup.sh test (it makes .venv-tflite214)"
+    return subprocess.run([str(TFLITE_214), "-c", code, str(model)], capture_output=True, text=True)
+
+
+def test_tflite_runtime_214_loads_what_its_target_produces(mlp_run, tmp_path):
+    """Dynamic range for tflite-runtime 2.14 loads there; the default conversion does not, and the
+    check predicted both."""
+    ok = convert(
+        mlp_run.run_dir,
+        tmp_path / "a" / "m.tflite",
+        quantize="dynamic",
+        target="tflite-runtime-2.14",
+    )
+    assert ok.check["ok"] and {"op": "FULLY_CONNECTED", "version": 9, "count": 2} in ok.ops
+    run = _load_with_tflite_runtime_214(Path(ok.output))
+    assert run.returncode == 0 and "(1, 10)" in run.stdout, run.stderr[-1500:]
+
+    default = convert(mlp_run.run_dir, tmp_path / "b" / "m.tflite", quantize="dynamic")
+    report = targets.check(tflite_model.load(Path(default.output)), "tflite-runtime-2.14")
+    assert not report.ok
+    run = _load_with_tflite_runtime_214(Path(default.output))
+    assert run.returncode != 0
+    assert "Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'" in run.stderr
+
+
+def test_int8_model_loads_in_tflite_runtime_214(converted):
+    run = _load_with_tflite_runtime_214(Path(converted["int8"].output))
+    assert run.returncode == 0, run.stderr[-1500:]
+
+
+def _keras_model_with(tmp_path, build):
+    """A small real Keras model saved as a run directory (labels, preprocess, data.json)."""
+    import keras
+
+    from edgenn.preprocess import PreprocessSpec
+
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, build(keras, inputs))
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "labels.txt").write_text("".join(f"{c}\n" for c in data.FASHION_MNIST_LABELS))
+    PreprocessSpec.for_images(28, 28, "L").save(run / "preprocess.json")
+    data.save_data_spec(data.DataSpec(limit=200), run)
+    return run
+
+
+def test_gpu_check_flags_an_op_the_delegate_lacks(tmp_path):
+    """LOG_SOFTMAX is not in the GPU delegate; TensorFlow's own analyzer would call it compatible."""
+
+    def build(keras, x):
+        return keras.ops.log_softmax(keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+
+    run = _keras_model_with(tmp_path, build)
+    result = convert(
+        run, tmp_path / "gpu.tflite", quantize="fp16", target="gpu", max_accuracy_drop=100
+    )
+    report = result.check
+    assert not report["ok"] and report["verdict"].startswith("PARTIAL")
+    assert [r["op"] for r in report["rows"] if r["status"] == "falls back"] == ["LOG_SOFTMAX"]
+    assert report["details"]["gpu_partitions"] == 1
+
+
+def test_edgetpu_check_splits_at_the_first_unsupported_op(tmp_path):
+    def build(keras, x):
+        y = keras.layers.Conv2D(4, 3, activation="relu")(x)
+        y = keras.layers.Conv2D(4, 3, activation="elu")(y)  # ELU: not on the Edge TPU
+        y = keras.layers.GlobalAveragePooling2D()(y)
+        return keras.layers.Dense(10, activation="softmax")(y)
+
+    run = _keras_model_with(tmp_path, build)
+    result = convert(run, tmp_path / "tpu.tflite", target="edgetpu", max_accuracy_drop=100)
+    rows = result.check["rows"]
+    statuses = [r["status"] for r in rows]
+    first = statuses.index("falls back")
+    # The converter keeps ELU in float between DEQUANTIZE and QUANTIZE: the split comes there.
+    assert rows[first]["op"] == "DEQUANTIZE" and rows[first + 1]["op"] == "ELU"
+    assert all(s == "falls back" for s in statuses[first:]) and first > 0
+    assert "after op" in rows[-1]["reason"]
+    assert result.check["verdict"].startswith("PARTIAL")
+
+
+def test_micro_refuses_a_dynamic_range_model(mlp_run, tmp_path):
+    result = convert(mlp_run.run_dir, tmp_path / "dyn.tflite", quantize="dynamic")
+    report = targets.check(tflite_model.load(Path(result.output)), "micro")
+    assert not report.ok
+    assert any("hybrid" in r.reason for r in report.rows)
+
+
+def test_inspect_several_subgraphs_and_int16(tmp_path):
+    """Third-party shapes of model: a WHILE loop (3 subgraphs) and int16x8 quantization."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def loop(x):
+        return tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 2.0), [0, x])[1]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [loop.get_concrete_function()], loop
+    )
+    m = tflite_model.load(converter.convert())
+    assert m.subgraphs == 3 and "WHILE" in {op.name for op in m.ops}
+
+    import keras
+
+    inputs = keras.Input((8,), batch_size=1)
+    model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [np.random.rand(1, 8).astype(np.float32)] for _ in range(20)
+    )
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
+    path = tmp_path / "int16.tflite"
+    path.write_bytes(converter.convert())
+    doc = tflite_model.describe(tflite_model.load(path))
+    result = CliRunner().invoke(main, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["ops"] == doc["ops"]
+    dtypes = {t.dtype for t in tflite_model.load(path).tensors}
+    assert {"int16", "int8"} <= dtypes
+
+
+def test_cli_convert_and_inspect(cnn_run, tmp_path):
+    out = tmp_path / "cli" / "m.tflite"
+    result = CliRunner().invoke(
+        main, ["convert", str(cnn_run.run_dir), "--target", "micro", "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["quantize"] == "int8" and doc["io"] == "int8" and doc["check"]["ok"]
+    shown = CliRunner().invoke(main, ["inspect", str(out), "--target", "micro"])
+    assert shown.exit_code == 0, shown.output
+    assert "verdict (micro): OK" in shown.stdout and "labels (10): T-shirt/top" in shown.stdout
+    fails = CliRunner().invoke(main, ["inspect", str(Path(doc["output"])), "--target", "gpu"])
+    assert fails.exit_code == 0  # int8 runs on the GPU delegate (dequantized)
+    usage = CliRunner().invoke(main, ["convert", str(cnn_run.run_dir), "--quantize", "fp4"])
+    assert usage.exit_code == 2

@@ -1,0 +1,175 @@
+"""Target checks on real third-party models that must pass and must fail.
+
+Checks on edgenn's own int8 models (which need TensorFlow to make) are in test_convert.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgenn import targets, tflite_model
+from edgenn.targets import edgetpu, gpu, runtime_versions
+from edgenn.targets.micro import smallest_arena
+
+
+def load(path):
+    return tflite_model.load(path)
+
+
+def test_target_list_is_the_cli_choice():
+    from edgenn.cli import convert, inspect
+
+    for command in (convert, inspect):
+        option = next(p for p in command.params if p.name == "target")
+        assert tuple(option.type.choices) == targets.TARGETS
+
+
+# ---- cpu: the real runtime
+
+
+def test_cpu_runs_a_third_party_model(face_detection):
+    report = targets.check(load(face_detection), "cpu")
+    assert report.ok and report.verdict.startswith("OK")
+
+
+def test_cpu_runs_mediapipes_custom_op(selfie_segmentation):
+    """LiteRT registers MediaPipe's Convolution2DTransposeBias itself: the real runtime decides."""
+    report = targets.check(load(selfie_segmentation), "cpu")
+    assert report.ok
+
+
+def _with_op_version(path, op_name: str, version: int) -> bytes:
+    """The same real model with one opcode's version raised (as a newer converter would write)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    model = s.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if isinstance(v, int)}
+    for code in model.operatorCodes:
+        if names[max(code.builtinCode, code.deprecatedBuiltinCode)] == op_name:
+            code.version = version
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_cpu_fails_on_an_op_version_the_runtime_lacks(sine_float):
+    report = targets.check(load(_with_op_version(sine_float, "FULLY_CONNECTED", 99)), "cpu")
+    assert not report.ok and report.verdict.startswith("FAILS")
+    assert "FULLY_CONNECTED" in report.verdict and "99" in report.verdict
+
+
+def test_tflite_runtime_214_rejects_fully_connected_v12(sine_float):
+    report = targets.check(
+        load(_with_op_version(sine_float, "FULLY_CONNECTED", 12)), "tflite-runtime-2.14"
+    )
+    assert not report.ok
+    assert report.rows[0].reason == "tflite-runtime 2.14.0 loads FULLY_CONNECTED up to version 10"
+    assert "loadable by: ai-edge-litert 2.3.0" in report.notes
+
+
+# ---- tflite-runtime 2.14: measured op versions
+
+
+def test_measured_tables_match_the_known_limit():
+    tables = runtime_versions.op_version_tables()
+    # The issue that motivated the check: 2.14 stops at FULLY_CONNECTED v10, LiteRT 2.3 goes further.
+    assert tables["tflite-runtime 2.14.0"]["FULLY_CONNECTED"] == 10
+    assert tables["ai-edge-litert 2.3.0"]["FULLY_CONNECTED"] > 10
+
+
+def test_tflite_runtime_214_loads_mediapipe(face_detection):
+    report = targets.check(load(face_detection), "tflite-runtime-2.14")
+    assert report.ok, report.table()
+
+
+# ---- edgetpu: documented compiler rules
+
+
+def test_edgetpu_refuses_a_float_model(face_detection):
+    report = targets.check(load(face_detection), "edgetpu")
+    assert not report.ok and report.verdict.startswith("FAILS")
+    assert "not quantized" in report.verdict and "uint8 or int8" in report.verdict
+    assert all(r.status == targets.FAILS for r in report.rows)
+    # Either the compiler ran, or the report says plainly that it did not and how to run it.
+    assert report.details.get("compiled") is not None or any(
+        "NOT compiled" in n for n in report.notes
+    )
+
+
+def test_edgetpu_compiler_log_table():
+    log = (
+        "Edge TPU Compiler version 16.0.384591198\n"
+        "Operator                       Count      Status\n\n"
+        "CONV_2D                        3          Mapped to Edge TPU\n"
+        "SOFTMAX                        1          Mapped to Edge TPU\n"
+        "MEAN                           1          Operation is otherwise supported, but not mapped due to some unspecified limitation\n"
+    )
+    rows = edgetpu.parse_compiler_log(log)
+    assert rows[0] == {"op": "CONV_2D", "count": 3, "status": "Mapped to Edge TPU"}
+    assert len(rows) == 3 and rows[2]["op"] == "MEAN"
+
+
+# ---- gpu: the delegate's rules, not TensorFlow's always-"compatible" analyzer
+
+
+def test_gpu_takes_a_float_detector(face_detection):
+    report = targets.check(load(face_detection), "gpu")
+    assert report.ok, report.table()
+    assert report.details["gpu_partitions"] == 1
+
+
+def test_gpu_leaves_a_custom_op_to_the_cpu(selfie_segmentation):
+    report = targets.check(load(selfie_segmentation), "gpu")
+    assert not report.ok and report.verdict.startswith("PARTIAL")
+    fallback = [r for r in report.rows if r.status == targets.FALLS_BACK]
+    assert [r.op for r in fallback] == ["Convolution2DTransposeBias"]
+    assert "not implemented by the GPU delegate" in fallback[0].reason
+
+
+def test_gpu_op_table_excludes_what_the_delegate_lacks():
+    for op in ("ARG_MAX", "SQUEEZE", "CUSTOM", "WHILE"):
+        assert op not in gpu.SUPPORTED_OPS
+
+
+# ---- micro: TFLite Micro's real interpreter
+
+
+def test_micro_runs_the_sine_model_and_measures_its_arena(sine_float):
+    report = targets.check(load(sine_float), "micro")
+    assert report.ok, report.table()
+    arena = report.details["arena"]
+    assert 0 < arena["minimum_bytes"] < arena["recommended_bytes"]
+    assert arena["recommended_bytes"] <= arena["minimum_bytes"] * 1.1 + 16
+    # The measured minimum is tight: 16 bytes less fails.
+    from edgenn.targets.micro import _runtime, _try
+
+    ok, _ = _try(_runtime(), sine_float.read_bytes(), arena["minimum_bytes"] - 16)
+    assert ok is None
+
+
+def test_micro_refuses_fp16_and_sparse_models(sparse_face_detection):
+    report = targets.check(load(sparse_face_detection), "micro")
+    assert not report.ok and report.verdict.startswith("FAILS")
+    reasons = " ".join(r.reason for r in report.rows)
+    assert "DENSIFY" in reasons or "float16" in reasons
+    assert "TFLM" in report.verdict or "TFLite Micro" in report.verdict
+
+
+def test_smallest_arena_margin_is_applied(sine_float):
+    a = smallest_arena(sine_float.read_bytes(), margin_percent=50)
+    assert a.recommended_bytes >= a.minimum_bytes * 1.5
+
+
+def test_reports_serialize(face_detection):
+    for target in targets.TARGETS:
+        json.dumps(targets.check(load(face_detection), target).to_dict())
+
+
+def test_unknown_target():
+    from edgenn.errors import UsageError
+
+    with pytest.raises(UsageError, match="Unknown target"):
+        targets.check(None, "tpu")
