@@ -1,0 +1,151 @@
+"""Every precision x runtime for the default CNN and MLP on the full Fashion-MNIST test split.
+
+    .venv/bin/python benchmarks/quantization.py [--runs runs/bench]
+
+Needs the run directories that benchmarks/accuracy.py writes, and .venv-tflite214 (made by
+`bash scripts/setup.sh test`) for the tflite-runtime 2.14 column. For each model and precision it
+converts with edgenn convert, then scores the same 10,000 test images with LiteRT, with
+tflite-runtime 2.14 (in its own process: it needs numpy<2 and cannot share a process with
+TensorFlow) where the model loads there, and with TFLite Micro for int8. Targets: int8 drop
+<= 0.3 points versus Keras float; int8 CNN <= 100 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import machine, table, write_results
+
+from edgenn import data, tflite_model
+from edgenn.convert import convert
+from edgenn.models import load_keras_model
+from edgenn.runtime import Runner
+
+REPO = Path(__file__).resolve().parent.parent
+TFLITE_214 = REPO / ".venv-tflite214" / "bin" / "python"
+
+SCORE_214 = """
+import sys, numpy as np
+from tflite_runtime.interpreter import Interpreter
+x = np.load(sys.argv[2]); y = np.load(sys.argv[3])
+it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()
+i, o = it.get_input_details()[0], it.get_output_details()[0]
+correct = 0
+for xi, yi in zip(x, y):
+    it.set_tensor(i["index"], xi[None].astype(np.float32)); it.invoke()
+    correct += int(it.get_tensor(o["index"]).argmax() == yi)
+print(correct / len(y))
+"""
+
+
+def score_tflite_runtime_214(model: Path, x: np.ndarray, y: np.ndarray) -> float | str:
+    if not TFLITE_214.is_file():
+        return "no .venv-tflite214"
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/x.npy", x)
+        np.save(f"{tmp}/y.npy", y)
+        out = subprocess.run(
+            [str(TFLITE_214), "-c", SCORE_214, str(model), f"{tmp}/x.npy", f"{tmp}/y.npy"],
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode != 0:
+        last = [line for line in out.stderr.splitlines() if line.strip()]
+        return "does not load: " + (last[-1][:80] if last else "?")
+    return float(out.stdout.strip())
+
+
+def score_tflm(model: tflite_model.TFLiteFile, x: np.ndarray, y: np.ndarray, arena: int) -> float:
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    interp = tflm.Interpreter.from_bytes(model.data, arena_size=arena)
+    ref = Runner(model, xnnpack=False)  # quantizes the input exactly as the device path does
+    correct = 0
+    for xi, yi in zip(x, y):
+        ref.set_input(xi)
+        interp.set_input(ref.interpreter.get_tensor(ref.input_details[0]["index"]), 0)
+        interp.invoke()
+        correct += int(interp.get_output(0).argmax() == yi)
+    return correct / len(y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
+    args = parser.parse_args()
+    rows = []
+    out_dir = args.runs / "quantization"
+    for name in ("cnn", "mlp"):
+        run = args.runs / f"fmnist-{name}"
+        splits = data.make_splits(data.load_data_spec(run))
+        x = splits.model_inputs(splits.x_test)
+        keras_acc = float(
+            np.mean(
+                load_keras_model(run).predict(x, batch_size=512, verbose=0).argmax(1)
+                == splits.y_test
+            )
+        )
+        for quantize, target in (
+            ("fp32", "cpu"),
+            ("fp16", "gpu"),
+            ("dynamic", "cpu"),
+            ("dynamic", "tflite-runtime-2.14"),
+            ("int8", "cpu"),
+            ("int8", "micro"),
+        ):
+            path = out_dir / name / f"{quantize}-{target}.tflite"
+            result = convert(
+                run, path, quantize=quantize, target=target, overwrite=True, max_accuracy_drop=100
+            )
+            model = tflite_model.load(path)
+            litert = float(np.mean(Runner(model).predict(x).argmax(1) == splits.y_test))
+            rt214 = score_tflite_runtime_214(path, x, splits.y_test)
+            tflm = None
+            if target == "micro":
+                arena = result.check["details"]["arena"]["recommended_bytes"]
+                tflm = score_tflm(model, x, splits.y_test, arena)
+            rows.append(
+                {
+                    "model": name,
+                    "precision": quantize,
+                    "converted_for": target,
+                    "size_bytes": result.size_bytes,
+                    "size_kb": round(result.size_bytes / 1024, 1),
+                    "keras_float_acc": round(keras_acc * 100, 2),
+                    "litert_acc": round(litert * 100, 2),
+                    "drop_points": round((keras_acc - litert) * 100, 2),
+                    "tflite_runtime_2_14_acc": round(rt214 * 100, 2)
+                    if isinstance(rt214, float)
+                    else rt214,
+                    "tflm_acc": round(tflm * 100, 2) if tflm is not None else "",
+                    "target_check": result.check["verdict"].split(":")[0],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    columns = [
+        ("model", "model"),
+        ("precision", "precision"),
+        ("converted_for", "--target"),
+        ("size_kb", "size KB"),
+        ("keras_float_acc", "Keras float %"),
+        ("litert_acc", "LiteRT %"),
+        ("drop_points", "drop (points)"),
+        ("tflite_runtime_2_14_acc", "tflite-runtime 2.14 %"),
+        ("tflm_acc", "TFLM %"),
+        ("target_check", "check"),
+    ]
+    print(table(rows, columns))
+    info = machine()
+    print(
+        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
+    )
+    print(f"wrote {write_results('quantization', {'machine': info, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

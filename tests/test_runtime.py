@@ -1,0 +1,167 @@
+"""edgenn.runtime and edgenn predict on real models, without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgenn import data, preprocess, tflite_model
+from edgenn.cli import main
+from edgenn.errors import EdgennError, MissingDependencyError, UsageError
+from edgenn.predict import Classifier
+from edgenn.runtime import Runner, find_runtime, load_delegate, model_info
+
+from .conftest import REPO, SAMPLES
+
+TEST_DATA = REPO / "tests" / "data"
+INT8 = TEST_DATA / "tiny_cnn_int8.tflite"
+UINT8IO = TEST_DATA / "tiny_cnn_uint8io.tflite"
+FP32 = TEST_DATA / "tiny_cnn_fp32.tflite"
+
+
+@pytest.fixture(scope="module")
+def test_inputs():
+    splits = data.make_splits(data.DataSpec(), data.load_fashion_mnist(allow_download=False))
+    return splits.model_inputs(splits.x_test[:300]), splits.y_test[:300]
+
+
+def test_quantized_io_matches_float_io(test_inputs):
+    """The same int8 network with float I/O and with uint8 I/O: float in, float out, same answers."""
+    x, _ = test_inputs
+    a = Runner(INT8, xnnpack=False).predict(x)
+    b = Runner(UINT8IO, xnnpack=False).predict(x)
+    assert b.dtype == np.float32 and np.allclose(b.sum(axis=1), 1, atol=0.02)
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.98
+    assert np.abs(a - b).max() < 0.03
+
+
+def test_quantize_round_trip():
+    r = Runner(UINT8IO, xnnpack=False)
+    scale, zero = r.input_details[0]["quantization"]
+    x = np.linspace(0, 1, 784, dtype=np.float32).reshape(1, 28, 28, 1)
+    q = r.quantize_input(x)
+    assert q.dtype == np.uint8
+    np.testing.assert_allclose((q.astype(np.float32) - zero) * scale, x, atol=scale / 2 + 1e-6)
+    # Already-quantized input is passed through unchanged.
+    r.set_input(q)
+    np.testing.assert_array_equal(r.interpreter.get_tensor(r.input_details[0]["index"]), q)
+
+
+def test_top_k_agrees_with_full_output(test_inputs):
+    x, _ = test_inputs
+    r = Runner(INT8)
+    for xi in x[:20]:
+        full = r.run(xi)[0]
+        top = r.top_k(3)
+        assert [i for i, _ in top] == list(np.argsort(full)[::-1][:3])
+        assert top[0][1] == pytest.approx(float(full.max()), abs=1e-6)
+
+
+def test_int8_and_fp32_agree_on_real_images(test_inputs):
+    x, y = test_inputs
+    fp32 = Runner(FP32).predict(x)
+    int8 = Runner(INT8).predict(x)
+    assert np.mean(fp32.argmax(1) == int8.argmax(1)) >= 0.95
+    assert np.mean(int8.argmax(1) == y) > 0.6
+
+
+def test_wrong_input_size_is_an_error():
+    with pytest.raises(EdgennError, match=r"does not fit the model input \(1, 28, 28, 1\)"):
+        Runner(INT8).run(np.zeros((1, 32, 32, 1), np.float32))
+
+
+def test_model_info_from_metadata_and_from_files(tmp_path):
+    info = model_info(tflite_model.load(INT8))
+    assert info.source == "embedded metadata" and info.labels == data.FASHION_MNIST_LABELS
+    # A model without edgenn metadata (MediaPipe's) is read with the files beside it.
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(REPO / "tests" / ".models" / "face_detection_short_range.tflite", bare)
+    with pytest.raises(EdgennError, match="no preprocess.json beside it"):
+        model_info(tflite_model.load(bare))
+    preprocess.PreprocessSpec.for_images(128, 128, "RGB").save(tmp_path / "preprocess.json")
+    (tmp_path / "labels.txt").write_text("face\n")
+    assert model_info(tflite_model.load(bare)).labels == ["face"]
+
+
+def test_missing_delegate_is_one_clean_line(capfd):
+    runtime = find_runtime()
+    with pytest.raises(EdgennError) as err:
+        load_delegate(runtime, "edgetpu")
+    assert "libedgetpu.so.1" in str(err.value) and "libedgetpu1-std" in str(err.value)
+    with pytest.raises(EdgennError, match="does not exist"):
+        load_delegate(runtime, "/nonexistent/libgpu_delegate.so")
+    import gc
+
+    gc.collect()
+    assert "AttributeError" not in capfd.readouterr().err
+
+
+def test_unknown_or_missing_runtime():
+    with pytest.raises(UsageError, match="Unknown runtime"):
+        find_runtime("tf.lite")
+    try:
+        import tflite_runtime  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match="pip install"):
+            find_runtime("tflite-runtime")
+
+
+def test_classifier_on_the_sample_jpegs():
+    clf = Classifier(INT8)
+    results = [clf.classify_file(p, 1) for p in sorted(SAMPLES.glob("*/*.jpg"))]
+    folder_of = {
+        data.FASHION_MNIST_LABELS[i]: name
+        for i, name in enumerate(
+            [
+                "T-shirt_top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle_boot",
+            ]
+        )
+    }
+    correct = sum(folder_of[r.top_k[0].label] in r.image for r in results)
+    assert len(results) == 300 and correct / 300 > 0.6
+
+
+def test_predict_cli_json_and_errors(tmp_path):
+    bad = tmp_path / "photos"
+    bad.mkdir()
+    shutil.copy(next(SAMPLES.glob("Bag/*.jpg")), bad / "bag.jpg")
+    (bad / "notes.jpg").write_text("not an image")
+    result = CliRunner().invoke(main, ["predict", "-m", str(INT8), str(bad), "-k", "2", "--json"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path_(d["image"]) for d in lines] == ["bag.jpg", "notes.jpg"]
+    assert len(lines[0]["top_k"]) == 2 and lines[0]["error"] is None
+    assert "is not an image Pillow can decode" in lines[1]["error"]
+    assert "edgenn: error:" in result.stderr
+
+
+def Path_(p: str) -> str:
+    return p.rsplit("/", 1)[-1]
+
+
+def test_predict_rgb_image_for_a_grayscale_model(tmp_path):
+    from PIL import Image
+
+    img = Image.open(next(SAMPLES.glob("Trouser/*.jpg"))).convert("RGB").resize((300, 300))
+    img.save(tmp_path / "big_rgb.png")
+    result = CliRunner().invoke(main, ["predict", "-m", str(INT8), str(tmp_path / "big_rgb.png")])
+    assert result.exit_code == 0, result.output
+    assert "big_rgb.png: " in result.stdout
+
+
+def test_predict_refuses_a_multi_input_or_unknown_model(tmp_path):
+    result = CliRunner().invoke(main, ["predict", "-m", str(tmp_path / "none.tflite"), "x.jpg"])
+    assert result.exit_code == 1 and "Model not found" in result.output
