@@ -10,9 +10,10 @@ The run directories are kept under --out for the conversion and runtime benchmar
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from common import machine, table, write_results
+from common import RESULTS, machine, table, write_results
 
 from edgenn.data import DataSpec
 from edgenn.train import TrainConfig, train
@@ -65,6 +66,12 @@ def main() -> None:
     print(
         f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
     )
+    if args.only:
+        # Keep the other model's row from an earlier run, so that --only refreshes one line.
+        previous = RESULTS / "accuracy.json"
+        if previous.is_file():
+            kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] != args.only]
+            rows = sorted(kept + rows, key=lambda r: list(MODELS).index(r["model"]))
     path = write_results("accuracy", {"machine": info, "rows": rows})
     print(f"wrote {path}")
 

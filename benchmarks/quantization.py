@@ -35,9 +35,13 @@ from tflite_runtime.interpreter import Interpreter
 x = np.load(sys.argv[2]); y = np.load(sys.argv[3])
 it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()
 i, o = it.get_input_details()[0], it.get_output_details()[0]
+scale, zero = i["quantization"]
 correct = 0
 for xi, yi in zip(x, y):
-    it.set_tensor(i["index"], xi[None].astype(np.float32)); it.invoke()
+    if np.dtype(i["dtype"]).kind in "iu":
+        lim = np.iinfo(i["dtype"])
+        xi = np.clip(np.rint(xi / scale) + zero, lim.min, lim.max)
+    it.set_tensor(i["index"], xi[None].astype(i["dtype"])); it.invoke()
     correct += int(it.get_tensor(o["index"]).argmax() == yi)
 print(correct / len(y))
 """

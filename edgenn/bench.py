@@ -316,6 +316,12 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
         row.init_ms = round((time.perf_counter_ns() - start) / 1e6, 4)
         row.runtime = f"onnxruntime {ort.__version__}"
         inp = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+        zeros = np.zeros(shape, dtype=np.float32)
+        start = time.perf_counter_ns()
+        session.run(None, {inp.name: zeros})
+        row.first_ms = round((time.perf_counter_ns() - start) / 1e6, 5)
+        row.peak_rss_mb = peak_rss_mb()  # before the test images are loaded, as for .tflite rows
         spec_path = path.parent / "preprocess.json"
         x_test = y_test = None
         if spec_path.is_file():
@@ -327,7 +333,6 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
                 row.note = f"accuracy not scored: {reason}"
         else:
             row.note = f"accuracy not scored: no preprocess.json beside {path.name}"
-        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
         feed = (
             x_test[:1]
             if x_test is not None
@@ -335,7 +340,6 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
         )
         row.input = "dataset" if x_test is not None else "generated"
         fill_timing(row, lambda: session.run(None, {inp.name: feed}), options)
-        row.peak_rss_mb = peak_rss_mb()
         if x_test is not None:
             out = np.concatenate(
                 [session.run(None, {inp.name: x_test[i : i + 1]})[0] for i in range(len(x_test))]

@@ -298,6 +298,7 @@ Examples:
   edgenn convert runs/fmnist-cnn --target edgetpu -o coral/model.tflite
   edgenn convert runs/fmnist-cnn --target micro -o mcu/model.tflite
   edgenn convert runs/fmnist-mlp --quantize dynamic --target tflite-runtime-2.14 -o pi/mlp.tflite
+  edgenn convert runs/fmnist-cnn --format onnx -o onnx/fmnist-cnn.onnx
 """
 )
 @click.argument("source", type=click.Path(path_type=Path))
@@ -313,6 +314,14 @@ Examples:
     help="Input/output type of an int8 model [default: edgetpu uint8, micro int8, else float].",
 )
 @click.option("--target", type=click.Choice(targets.TARGETS), default="cpu", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tflite", "onnx"]),
+    default="tflite",
+    show_default=True,
+    help="onnx: export the float model for ONNX Runtime instead (to compare in edgenn bench).",
+)
 @click.option(
     "--calibration-samples",
     type=int,
@@ -339,7 +348,17 @@ Examples:
 def convert(**opts: Any) -> None:
     """Convert a trained run to .tflite, score it on the test split and check the target."""
     from edgenn.convert import convert as run_convert
+    from edgenn.convert import export_onnx
 
+    if opts["fmt"] == "onnx":
+        if opts["output"] is None:
+            raise click.UsageError("--format onnx needs -o MODEL.onnx")
+        exported = export_onnx(opts["source"], opts["output"], opts["overwrite"], opts["verbose"])
+        if opts["as_json"]:
+            _print_json(dataclasses.asdict(exported))
+        else:
+            click.echo(f"{exported.output}: ONNX opset {exported.opset}, {exported.size_bytes:,} B")
+        return
     result = run_convert(
         opts["source"],
         output=opts["output"],

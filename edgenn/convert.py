@@ -301,16 +301,7 @@ def convert(
         raise EdgennError(
             f"The converted model cannot run on {target}; nothing was written. {report.verdict}"
         )
-    beside = {
-        output.parent / "labels.txt": "".join(f"{label}\n" for label in src.labels),
-        output.parent / "preprocess.json": json.dumps(src.spec.to_dict(), indent=2) + "\n",
-    }
-    for path, text in beside.items():
-        if path.exists() and path.read_text(encoding="utf-8") != text and not overwrite:
-            raise EdgennError(
-                f"{path} exists with different content (another model's?); nothing was written.",
-                "Write the model into its own folder, or pass --overwrite.",
-            )
+    beside = _companions(output, src, overwrite)
     atomic_write_bytes(output, model_bytes)
     for path, text in beside.items():
         atomic_write_text(path, text)
@@ -336,3 +327,92 @@ def convert(
         min_runtime_version=parsed.min_runtime_version,
         check=report.to_dict(),
     )
+
+
+@dataclasses.dataclass
+class OnnxResult:
+    """What :func:`export_onnx` returns."""
+
+    output: str
+    size_bytes: int
+    opset: int | None
+
+
+def export_onnx(
+    source: Path, output: Path, overwrite: bool = False, verbose: bool = False
+) -> OnnxResult:
+    """Export a run's Keras model to ONNX (Keras' own exporter, through tf2onnx).
+
+    ONNX Runtime is what many Raspberry Pi users would pick instead of LiteRT, so ``edgenn bench``
+    can put the two side by side. ``labels.txt`` and ``preprocess.json`` are written beside it.
+
+    Args:
+        source: Run directory or ``.keras`` file.
+        output: The ``.onnx`` file to write.
+        overwrite: Replace an existing output.
+        verbose: Show TensorFlow's and tf2onnx's logs.
+
+    Returns:
+        The result.
+
+    Raises:
+        MissingDependencyError: tf2onnx / onnx are not installed.
+        EdgennError: The export failed.
+    """
+    import importlib.util
+
+    src = resolve_source(Path(source))
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise UsageError(f"-o {output} should end in .onnx for --format onnx.")
+    refuse_existing(output, overwrite)
+    beside = _companions(output, src, overwrite)
+    for module, package in (("tf2onnx", "tf2onnx"), ("onnx", "onnx")):
+        if importlib.util.find_spec(module) is None:
+            from edgenn.errors import MissingDependencyError
+
+            raise MissingDependencyError(package, "ONNX export", "pip install 'edgenn[onnx]'")
+    import_tensorflow("edgenn convert --format onnx", verbose)
+    model = models.load_keras_model(src.model_path)
+    # Keras exports only a model that has been called once.
+    model.predict(np.zeros((1, *src.spec.input_shape), np.float32), verbose=0)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        with quiet_stderr(not verbose), contextlib.redirect_stdout(io.StringIO()):
+            model.export(str(tmp), format="onnx", verbose=verbose)
+        payload = tmp.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
+        raise EdgennError(f"ONNX export failed: {' '.join(str(exc).split())[:300]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(output, payload)
+    for path, text in beside.items():
+        atomic_write_text(path, text)
+    opset = None
+    try:
+        import onnx
+
+        opset = int(onnx.load_from_string(payload).opset_import[0].version)
+    except Exception:  # noqa: BLE001 - the opset is informative only
+        pass
+    return OnnxResult(str(output), len(payload), opset)
+
+
+def _companions(output: Path, src: Source, overwrite: bool) -> dict[Path, str]:
+    """labels.txt and preprocess.json to write beside a model, checked before anything is written.
+
+    Raises:
+        EdgennError: One exists with other content (another model's) and ``overwrite`` is false.
+    """
+    beside = {
+        output.parent / "labels.txt": "".join(f"{label}\n" for label in src.labels),
+        output.parent / "preprocess.json": json.dumps(src.spec.to_dict(), indent=2) + "\n",
+    }
+    for path, text in beside.items():
+        if path.exists() and path.read_text(encoding="utf-8") != text and not overwrite:
+            raise EdgennError(
+                f"{path} exists with different content (another model's?); nothing was written.",
+                "Write the model into its own folder, or pass --overwrite.",
+            )
+    return beside

@@ -200,8 +200,13 @@ class Runner:
         self._in_scale, self._in_zero = _quant(first)
         self.input_shape = tuple(int(s) for s in first["shape"])
         self._in_buffer = np.zeros(self.input_shape, dtype=self._in_dtype)
+        self._q_buffer = np.zeros(self.input_shape, dtype=np.float32)
+        if self._in_scale:
+            self._in_min, self._in_max = np.iinfo(self._in_dtype).min, np.iinfo(self._in_dtype).max
         out = self.output_details[0]
         self._out_index = out["index"]
+        self._out_units = int(np.prod(out["shape"]))
+        self._get_tensor = self.interpreter.get_tensor
         self._out_scale, self._out_zero = _quant(out)
 
     @property
@@ -232,6 +237,15 @@ class Runner:
         Raises:
             EdgennError: The input has the wrong number of elements.
         """
+        if (
+            not self._in_scale
+            and type(x) is np.ndarray
+            and x.dtype == self._in_dtype
+            and x.shape == self.input_shape
+        ):
+            # Float model, input already in shape: the interpreter copies it; no staging copy.
+            self.interpreter.set_tensor(self._in_index, x)
+            return
         x = np.asarray(x)
         if x.size != self._in_buffer.size:
             raise EdgennError(
@@ -243,10 +257,13 @@ class Runner:
             self.interpreter.set_tensor(self._in_index, flat_in)
             return
         if self._in_scale:
-            info = np.iinfo(self._in_dtype)
-            # q = round(x / scale) + zero_point, saturated to the integer range.
-            q = np.rint(flat_in / self._in_scale) + self._in_zero
-            np.clip(q, info.min, info.max, out=q)
+            # q = round(x / scale) + zero_point, saturated to the integer range, computed in a
+            # float buffer kept between calls (the hot path allocates nothing it can reuse).
+            q = self._q_buffer
+            np.divide(flat_in, self._in_scale, out=q)
+            np.rint(q, out=q)
+            q += self._in_zero
+            np.clip(q, self._in_min, self._in_max, out=q)
             self._in_buffer[...] = q
         else:
             self._in_buffer[...] = flat_in
@@ -313,7 +330,8 @@ class Runner:
         """The k best classes of the last invoke as ``(index, probability)``, best first.
 
         Works on the raw output: dequantization is monotonic (scale > 0), so the ranking is
-        taken on the integers and only the k winners are converted to floats.
+        taken on the integers and only the k winners are converted to floats. This is the
+        classify hot path, kept to a handful of operations (benchmarks/runtime_overhead.py).
 
         Args:
             k: How many.
@@ -321,25 +339,24 @@ class Runner:
         Returns:
             ``[(class index, score)]``.
         """
-        raw = self.interpreter.get_tensor(self._out_index)[0]
-        if raw.shape[0] == 1:
+        raw = self._get_tensor(self._out_index)
+        scale, zero = self._out_scale, self._out_zero
+        if self._out_units == 1:
             # One sigmoid unit: two classes.
-            p = (
-                float(raw[0])
-                if not self._out_scale
-                else (int(raw[0]) - self._out_zero) * self._out_scale
-            )
+            p = (raw.item(0) - zero) * scale if scale else raw.item(0)
             ranked = [(1, p), (0, 1.0 - p)] if p >= 0.5 else [(0, 1.0 - p), (1, p)]
             return ranked[:k]
         if k == 1:
-            best = [int(raw.argmax())]
-        else:
-            k = min(k, raw.shape[0])
-            part = np.argpartition(raw, -k)[-k:]
-            best = [int(i) for i in part[np.argsort(raw[part])[::-1]]]
-        if self._out_scale:
-            return [(i, (int(raw[i]) - self._out_zero) * self._out_scale) for i in best]
-        return [(i, float(raw[i])) for i in best]
+            # The output has a batch axis of 1, so the flat argmax is the class index.
+            i = int(raw.argmax())
+            return [(i, (raw.item(i) - zero) * scale if scale else raw.item(i))]
+        flat = raw.reshape(-1)
+        k = min(k, flat.shape[0])
+        part = np.argpartition(flat, -k)[-k:]
+        best = part[np.argsort(flat[part])[::-1]]
+        if scale:
+            return [(int(i), (int(flat[i]) - zero) * scale) for i in best]
+        return [(int(i), float(flat[i])) for i in best]
 
 
 def _quant(detail: dict) -> tuple[float, int]:

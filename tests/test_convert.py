@@ -304,3 +304,83 @@ def test_cli_convert_and_inspect(cnn_run, tmp_path):
     assert fails.exit_code == 0  # int8 runs on the GPU delegate (dequantized)
     usage = CliRunner().invoke(main, ["convert", str(cnn_run.run_dir), "--quantize", "fp4"])
     assert usage.exit_code == 2
+
+
+def test_onnx_export_and_bench_against_litert(cnn_run, converted, tmp_path):
+    """ONNX Runtime, what many Pi users would pick instead, side by side with LiteRT and Keras."""
+    from edgenn.bench import BenchOptions, bench
+    from edgenn.convert import export_onnx
+
+    exported = export_onnx(cnn_run.run_dir, tmp_path / "onnx" / "cnn.onnx")
+    assert exported.size_bytes > 0 and exported.opset
+    rows = bench(
+        [cnn_run.run_dir, Path(exported.output), Path(converted["int8"].output)],
+        BenchOptions(runs=20, warmup=2, accuracy_limit=500),
+    )
+    keras_row, onnx_row, tflite_row = rows
+    assert [r.error for r in rows] == [None, None, None]
+    assert keras_row.format == "keras" and keras_row.runtime.startswith("keras")
+    assert onnx_row.runtime.startswith("onnxruntime") and tflite_row.runtime.startswith("litert")
+    # The float ONNX model answers as the Keras model does; drops are measured against Keras.
+    assert onnx_row.accuracy == pytest.approx(keras_row.accuracy, abs=0.003)
+    assert keras_row.accuracy_drop == 0 and tflite_row.accuracy_drop is not None
+
+
+def test_mobilenet_base_with_weights_from_a_file(tmp_path):
+    """--base mobilenet_v2 --weights FILE: offline, from weights saved earlier."""
+    from edgenn import models
+
+    base = models.build_application_base("mobilenet_v2", (32, 32, 3), None)
+    path = tmp_path / "mobilenet.weights.h5"
+    base.save_weights(path)
+    again = models.build_application_base("mobilenet_v2", (32, 32, 3), str(path))
+    for a, b in zip(base.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(UsageError, match="needs RGB input of at least 32x32"):
+        models.build_application_base("mobilenet_v2", (28, 28, 1), None)
+    with pytest.raises(EdgennError, match="Could not load mobilenet_v2 weights"):
+        models.build_application_base("mobilenet_v2", (32, 32, 3), str(tmp_path / "missing.h5"))
+
+
+def test_fp16_model_runs_whole_on_the_gpu(converted):
+    """fp16 weights sit behind DEQUANTIZE; the delegate folds them, so FULLY_CONNECTED stays on
+    the GPU (a check that counted them as runtime inputs would send it to the CPU)."""
+    report = targets.check(tflite_model.load(Path(converted["fp16"].output)), "gpu")
+    assert report.ok, report.table()
+    assert "FULLY_CONNECTED" in {r.op for r in report.rows}
+
+
+def test_two_input_model_predict_refuses_bench_measures(tmp_path):
+    """A model with two inputs: predict says it is unsupported, bench times it with generated
+    inputs of each input's dtype and shape."""
+    import keras
+    import tensorflow as tf
+
+    a = keras.Input((28, 28, 1), batch_size=1)
+    b = keras.Input((4,), batch_size=1)
+    features = keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(a))
+    out = keras.layers.Dense(10, activation="softmax")(keras.layers.Concatenate()([features, b]))
+    model = keras.Model([a, b], out)
+    path = tmp_path / "two.tflite"
+    with_meta = tflite_model.embed_metadata(
+        tf.lite.TFLiteConverter.from_keras_model(model).convert(),
+        "edgenn",
+        json.dumps(
+            {
+                "labels": data.FASHION_MNIST_LABELS,
+                "preprocess": {
+                    "kind": "image",
+                    "input_shape": [28, 28, 1],
+                    "color_mode": "L",
+                    "resize": "bilinear",
+                    "scale": 1 / 255,
+                },
+            }
+        ).encode(),
+    )
+    path.write_bytes(with_meta)
+    result = CliRunner().invoke(main, ["predict", "-m", str(path), str(REPO / "datasets")])
+    assert result.exit_code == 1 and "has 2 inputs" in result.output
+    bench = CliRunner().invoke(main, ["bench", str(path), "-n", "10", "--json"])
+    row = json.loads(bench.stdout)["rows"][0]
+    assert row["error"] is None and row["input"] == "generated" and row["accuracy"] is None

@@ -5,12 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from .conftest import REPO, SAMPLES
+
 DEVICE_MODULES = [
     "edgenn",
     "edgenn.cli",
     "edgenn.data",
     "edgenn.preprocess",
     "edgenn.fileio",
+    "edgenn.stdio",
+    "edgenn.tflite_model",
+    "edgenn.runtime",
+    "edgenn.predict",
+    "edgenn.bench",
+    "edgenn.targets",
+    "edgenn.targets.cpu",
+    "edgenn.targets.gpu",
+    "edgenn.targets.edgetpu",
+    "edgenn.targets.micro",
+    "edgenn.targets.runtime_versions",
     "firmware_export",
 ]
 
@@ -20,9 +33,18 @@ from click.testing import CliRunner
 {imports}
 from edgenn.cli import main
 runner = CliRunner()
-for args in (["--help"], ["--version"], ["train", "--help"]):
+for args in (["--help"], ["--version"], *([name, "--help"] for name in main.commands)):
     result = runner.invoke(main, args)
     assert result.exit_code == 0, (args, result.output)
+# Device commands for real, in this same process: predict, inspect with every target, bench.
+model, image = sys.argv[1], sys.argv[2]
+assert runner.invoke(main, ["predict", "-m", model, image]).exit_code == 0
+# The float-I/O int8 model cannot go to the Edge TPU (exit 1); it runs on every other target.
+expected = [("cpu", 0), ("gpu", 0), ("edgetpu", 1), ("micro", 0), ("tflite-runtime-2.14", 0)]
+for target, code in expected:
+    assert runner.invoke(main, ["inspect", model, "--target", target]).exit_code == code, target
+from edgenn.bench import BenchOptions, bench_one
+assert bench_one(__import__("pathlib").Path(model), BenchOptions(runs=5, accuracy_limit=50)).error is None
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 print("HEAVY:", heavy)
 """
@@ -30,7 +52,12 @@ print("HEAVY:", heavy)
 
 def test_device_modules_and_help_do_not_import_tensorflow():
     code = PROBE.format(imports="\n".join(f"import {m}" for m in DEVICE_MODULES))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    model = REPO / "tests" / "data" / "tiny_cnn_int8.tflite"
+    image = next(SAMPLES.glob("Bag/*.jpg"))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(image)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY: []" in out.stdout, out.stdout + out.stderr
 
 

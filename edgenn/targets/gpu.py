@@ -46,12 +46,14 @@ def _rank_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
     return ""
 
 
-def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
+def op_problem(op: OpInfo, tensors: list[TensorInfo], folded: frozenset[int] = frozenset()) -> str:
     """Why the GPU delegate would leave this op to the CPU ('' when it takes it).
 
     Args:
         op: The operator.
         tensors: The subgraph's tensors.
+        folded: Tensors the delegate treats as constants although the graph computes them
+            (fp16 weights behind DEQUANTIZE, see :func:`folded_constants`).
 
     Returns:
         The reason.
@@ -69,7 +71,9 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
     opts = op.options
     if opts.get("fusedActivationFunction", 0) not in SUPPORTED_ACTIVATIONS:
         return "fused activation SIGN_BIT is not supported"
-    runtime_inputs = [i for i in op.inputs if i >= 0 and not tensors[i].is_constant]
+    runtime_inputs = [
+        i for i in op.inputs if i >= 0 and not tensors[i].is_constant and i not in folded
+    ]
     if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
         if min(opts.get("strideH", 1), opts.get("strideW", 1)) < 1:
             return f"{op.name} strides must be positive"
@@ -121,6 +125,22 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
     return ""
 
 
+def folded_constants(model: TFLiteFile) -> frozenset[int]:
+    """Outputs of DEQUANTIZE ops that read a constant (fp16 or int8 weights).
+
+    The delegate folds these nodes when it builds its graph (fp16 models store weights as float16
+    constants behind DEQUANTIZE), so their consumers see constant weights, not runtime inputs.
+    """
+    return frozenset(
+        op.outputs[0]
+        for op in model.ops
+        if op.subgraph == 0
+        and op.name == "DEQUANTIZE"
+        and op.inputs
+        and model.tensors[op.inputs[0]].is_constant
+    )
+
+
 def check_gpu(model: TFLiteFile) -> TargetReport:
     """Per-op table of what the GPU delegate takes.
 
@@ -131,8 +151,9 @@ def check_gpu(model: TFLiteFile) -> TargetReport:
         The report; ``ok`` when every op runs on the GPU.
     """
     rows = []
+    folded = folded_constants(model)
     for op in (o for o in model.ops if o.subgraph == 0):
-        problem = op_problem(op, model.tensors)
+        problem = op_problem(op, model.tensors, folded)
         rows.append(OpRow(op.index, op.name, op.version, FALLS_BACK if problem else RUNS, problem))
     on_gpu = sum(r.status == RUNS for r in rows)
     notes = []
