@@ -1,5 +1,8 @@
 """[device] TFLite Micro C/C++ sources from an int8 .tflite (``edgenn firmware``).
 
-The generator arrives with its own issue; this package exists now so that the layout of the
-project reads as the pipeline and the name is reserved.
+``python -m firmware_export`` and ``edgenn firmware`` are the same command.
 """
+
+from firmware_export.generate import LAYOUTS, FirmwareResult, export_firmware
+
+__all__ = ["LAYOUTS", "FirmwareResult", "export_firmware"]

@@ -3,7 +3,8 @@
     .venv/bin/python scripts/make_test_models.py
 
 Trains a tiny CNN on 2,000 Fashion-MNIST training images (seed 0) and converts it with edgenn
-convert to fp32, int8 with float I/O, and int8 with uint8 I/O (Edge TPU style), into tests/data/.
+convert to fp32, int8 with float I/O, int8 with uint8 I/O (Edge TPU style) and int8 with int8
+I/O (microcontrollers), into tests/data/.
 The TensorFlow-side tests (test_convert.py) check conversion itself on freshly trained models;
 these committed files let the device suite exercise real edgenn models on a machine without
 TensorFlow, as a Pi would.
@@ -38,6 +39,7 @@ def main() -> None:
             "tiny_cnn_fp32": {"quantize": "fp32"},
             "tiny_cnn_int8": {"quantize": "int8"},
             "tiny_cnn_uint8io": {"quantize": "int8", "io_type": "uint8", "target": "edgetpu"},
+            "tiny_cnn_micro": {"quantize": "int8", "target": "micro"},
         }.items():
             folder = Path(tmp) / name
             result = convert(run, folder / f"{name}.tflite", **kwargs)

@@ -103,7 +103,10 @@ def test_quantized_io_round_trip(converted, cnn_test):
         assert np.abs(out - ref).max() < 0.05
 
 
-def test_tflm_is_bit_exact_with_litert_reference(converted, cnn_test):
+def test_tflm_matches_litert_reference_kernels(converted, cnn_test):
+    """TFLite Micro against LiteRT without XNNPACK on the same int8 inputs: bit-exact but for rare
+    1-LSB rounding differences between the two kernel libraries (benchmarks/firmware.py counts
+    them over the whole test split)."""
     from tflite_micro.python.tflite_micro import runtime as tflm
 
     x, _, _ = cnn_test
@@ -112,13 +115,17 @@ def test_tflm_is_bit_exact_with_litert_reference(converted, cnn_test):
     arena = converted["micro"].check["details"]["arena"]["recommended_bytes"]
     micro = tflm.Interpreter.from_bytes(model.data, arena_size=arena)
     ref = Runner(model, xnnpack=False)
+    exact = 0
     for xi in x[:200]:
         ref.set_input(xi)
         ref.invoke()
         expected = ref.interpreter.get_tensor(ref.output_details[0]["index"])
         micro.set_input(ref.interpreter.get_tensor(ref.input_details[0]["index"]), 0)
         micro.invoke()
-        np.testing.assert_array_equal(micro.get_output(0), expected)
+        diff = np.abs(micro.get_output(0).astype(int) - expected.astype(int)).max()
+        assert diff <= 1
+        exact += diff == 0
+    assert exact >= 196
 
 
 def test_accuracy_drop_limit_writes_nothing(cnn_run, tmp_path):
@@ -384,3 +391,18 @@ def test_two_input_model_predict_refuses_bench_measures(tmp_path):
     bench = CliRunner().invoke(main, ["bench", str(path), "-n", "10", "--json"])
     row = json.loads(bench.stdout)["rows"][0]
     assert row["error"] is None and row["input"] == "generated" and row["accuracy"] is None
+
+
+def test_firmware_refuses_a_dynamic_range_model_and_takes_the_micro_one(mlp_run, tmp_path):
+    from firmware_export import export_firmware
+
+    dynamic = convert(mlp_run.run_dir, tmp_path / "dyn" / "m.tflite", quantize="dynamic")
+    with pytest.raises(EdgennError, match="hybrid \\(dynamic-range\\) kernel"):
+        export_firmware(Path(dynamic.output), tmp_path / "fw-dyn")
+    assert not (tmp_path / "fw-dyn").exists()
+    micro = convert(mlp_run.run_dir, tmp_path / "micro" / "m.tflite", target="micro")
+    result = export_firmware(Path(micro.output), tmp_path / "fw", name="mlp", verify_examples=200)
+    # TFLM and TFLite round a few int8 boundary cases differently: at most 1 LSB, rarely.
+    assert result.max_lsb_difference <= 1 and result.exact_examples >= 190
+    assert result.ops == ["RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert result.arena_min_bytes == micro.check["details"]["arena"]["minimum_bytes"]

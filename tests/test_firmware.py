@@ -1,0 +1,170 @@
+"""firmware_export: TFLite Micro sources that compile, fit, and give the same answers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edgenn import tflite_model
+from edgenn.cli import main
+from edgenn.errors import EdgennError, UsageError
+from firmware_export import export_firmware
+from firmware_export.generate import parse_c_array, resolver_methods, tflm_kernels
+
+from .conftest import REPO
+
+MICRO = REPO / "tests" / "data" / "tiny_cnn_micro.tflite"
+FLOAT = REPO / "tests" / "data" / "tiny_cnn_fp32.tflite"
+
+
+@pytest.fixture(scope="module")
+def cmake_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fw") / "cmake"
+    return export_firmware(MICRO, out, name="tiny", verify_examples=50), out
+
+
+def test_files_and_figures(cmake_out):
+    result, out = cmake_out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "CMakeLists.txt",
+            "README.md",
+            "main.cc",
+            "tiny_config.h",
+            "tiny_example_data.h",
+            "tiny_model_data.cc",
+            "tiny_model_data.h",
+            "tiny_ops.h",
+        ]
+    )
+    assert result.verified_examples == 50 and result.max_lsb_difference <= 1
+    assert result.bit_exact, "the tiny CNN: TFLM and LiteRT's reference kernels agree exactly"
+    assert result.arena_min_bytes < result.arena_bytes <= result.arena_min_bytes * 1.1 + 16
+    config = (out / "tiny_config.h").read_text()
+    assert f"constexpr int ktiny_ArenaBytes = {result.arena_bytes};" in config
+    assert "constexpr int ktiny_InputShape[] = {1, 28, 28, 1};" in config
+    assert '"T-shirt/top"' in config and "typedef int8_t tiny_input_t;" in config
+    assert "flash: model | " + f"{result.flash_bytes:,}" in (out / "README.md").read_text()
+
+
+def test_model_array_is_the_aligned_model(cmake_out):
+    result, out = cmake_out
+    data = parse_c_array((out / "tiny_model_data.cc").read_text(), "g_tiny_model_data")
+    assert len(data) == result.flash_bytes
+    assert (
+        "alignas(16) const unsigned char g_tiny_model_data[]"
+        in (out / "tiny_model_data.cc").read_text()
+    )
+    # The same network: parses, same ops, same weights size as the original model.
+    original, aligned = tflite_model.load(MICRO), tflite_model.load(data)
+    assert [op.name for op in aligned.ops] == [op.name for op in original.ops]
+    assert aligned.weight_bytes == original.weight_bytes
+
+
+def test_op_resolver_registers_exactly_the_models_ops(cmake_out):
+    result, out = cmake_out
+    ops_h = (out / "tiny_ops.h").read_text()
+    ops = list(dict.fromkeys(op.name for op in tflite_model.load(MICRO).ops))
+    assert f"MicroMutableOpResolver<{len(ops)}>" in ops_h
+    methods = re.findall(r"resolver\.(Add\w+)\(\)", ops_h)
+    assert methods == [resolver_methods()[op] for op in ops]
+    assert methods[:2] == ["AddConv2D", "AddMaxPool2D"]
+
+
+def test_resolver_table_matches_the_kernels_tflm_has():
+    """Every method names an op the pinned TFLM build has a kernel for, and every builtin op with
+    a kernel there has a method (the other kernels are custom ops: signal processing, Ethos-U)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    kernels = tflm_kernels()
+    methods = resolver_methods()
+    builtins = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")}
+    assert set(methods) <= kernels
+    assert (kernels & builtins) - set(methods) <= {"DETECTION_POSTPROCESS"}  # a custom op in TFLM
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "SOFTMAX"):
+        assert op in methods
+
+
+def test_deterministic(cmake_out, tmp_path):
+    _, out = cmake_out
+    again = tmp_path / "again"
+    export_firmware(MICRO, again, name="tiny", verify_examples=50)
+    for path in out.iterdir():
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_generated_sources_compile(cmake_out, tmp_path):
+    _, out = cmake_out
+    gxx = shutil.which("g++")
+    assert gxx, "g++ is installed by scripts/setup.sh test"
+    for unit in ("tiny_model_data.cc",):
+        subprocess.run(
+            [gxx, "-std=c++17", "-c", str(out / unit), "-o", str(tmp_path / "x.o")], check=True
+        )
+
+
+def test_arduino_library_layout(tmp_path):
+    result = export_firmware(
+        MICRO, tmp_path / "ard", name="fmnist", layout="arduino", verify_examples=5
+    )
+    root = tmp_path / "ard"
+    assert (root / "library.properties").read_text().startswith("name=fmnist\n")
+    assert (root / "src" / "fmnist_model_data.cc").is_file()
+    sketch = (root / "examples" / "fmnist" / "fmnist.ino").read_text()
+    assert "fmnist_RegisterOps" in sketch and "kfmnist_ExpectedOutput" in sketch
+    assert result.layout == "arduino"
+
+
+@pytest.mark.parametrize(
+    "fixture, message",
+    [
+        ("float", "inputs/outputs are float32"),
+        ("face_detection", "float16 weights"),
+        ("sparse_face_detection", "DENSIFY"),
+        ("selfie_segmentation", "custom op Convolution2DTransposeBias"),
+    ],
+)
+def test_refusals_write_nothing(request, tmp_path, fixture, message):
+    model = FLOAT if fixture == "float" else request.getfixturevalue(fixture)
+    out = tmp_path / "fw"
+    with pytest.raises(EdgennError) as err:
+        export_firmware(model, out)
+    assert message in str(err.value) and "edgenn convert RUN --target micro" in str(err.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="is not a C identifier"):
+        export_firmware(MICRO, tmp_path / "x", name="my-model")
+    with pytest.raises(UsageError, match="--layout"):
+        export_firmware(MICRO, tmp_path / "x", layout="zephyr")
+
+
+def test_existing_output_needs_overwrite(cmake_out):
+    _, out = cmake_out
+    with pytest.raises(EdgennError, match="already exists"):
+        export_firmware(MICRO, out, name="tiny")
+
+
+def test_cli_and_python_dash_m_are_the_same_command(tmp_path):
+    result = CliRunner().invoke(main, ["firmware", str(MICRO), "-o", str(tmp_path / "a"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["exact_examples"] == doc["verified_examples"] and doc["name"] == "tiny_cnn_micro"
+    out = subprocess.run(
+        [sys.executable, "-m", "firmware_export", str(MICRO), "-o", str(tmp_path / "b"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["arena_bytes"] == doc["arena_bytes"]
+    for name in ("tiny_cnn_micro_model_data.cc", "tiny_cnn_micro_config.h", "tiny_cnn_micro_ops.h"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    refused = CliRunner().invoke(main, ["firmware", str(FLOAT), "-o", str(tmp_path / "c")])
+    assert refused.exit_code == 1 and "cannot go to a microcontroller" in refused.output
