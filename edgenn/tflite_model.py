@@ -64,9 +64,13 @@ def _schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        raise MissingDependencyError(
-            "ai-edge-litert", "Reading a .tflite file", "pip install ai-edge-litert"
-        ) from None
+        try:
+            # tflite-runtime set-ups: the copy an edgenn bundle installs (see edgenn.bundle).
+            import edgenn_tflite_schema as schema
+        except ImportError:
+            raise MissingDependencyError(
+                "ai-edge-litert", "Reading a .tflite file", "pip install ai-edge-litert"
+            ) from None
     return schema
 
 

@@ -25,8 +25,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 apt_packages=(dataset-fashion-mnist ca-certificates)
 if ! python3 -m venv --help >/dev/null 2>&1; then apt_packages+=(python3-venv python3-pip); fi
 if [ "$profile" = test ]; then
-  # g++: compiles generated TFLite Micro sources; exiftool reads back XMP sidecars.
-  apt_packages+=(g++ libimage-exiftool-perl)
+  # g++: compiles generated TFLite Micro sources; exiftool reads back XMP sidecars;
+  # openssh-server, openssh-client and rsync: edgenn deploy is tested against a real sshd on 127.0.0.1.
+  apt_packages+=(g++ binutils libimage-exiftool-perl openssh-server openssh-client rsync)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
