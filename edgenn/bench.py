@@ -191,6 +191,19 @@ def _time(fn: Callable[[], object], count: int) -> np.ndarray:
     return samples
 
 
+def record_accuracy(row: BenchRow, outputs: np.ndarray, labels: np.ndarray) -> None:
+    """Store the accuracy of a model's outputs on the test split in ``row``.
+
+    Args:
+        row: The row to fill.
+        outputs: Model outputs ``(N, units)``.
+        labels: True classes.
+    """
+    predicted = preprocess.scores_from_output(outputs).argmax(axis=1)
+    row.accuracy = round(float(np.mean(predicted == labels)), 6)
+    row.examples = int(len(labels))
+
+
 def fill_timing(row: BenchRow, invoke: Callable[[], object], options: BenchOptions) -> None:
     """Time the first call, the warm-up and the counted runs of ``invoke`` into ``row``.
 
@@ -273,10 +286,7 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
             row.input = "generated"
         fill_timing(row, runner.interpreter.invoke, options)
         if x_test is not None:
-            outputs = runner.predict(x_test)
-            scores = preprocess.scores_from_output(outputs)
-            row.accuracy = round(float(np.mean(scores.argmax(axis=1) == y_test)), 6)
-            row.examples = int(len(y_test))
+            record_accuracy(row, runner.predict(x_test), y_test)
     except EdgennError as exc:
         row.error = str(exc)
     return row
@@ -344,10 +354,7 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
             out = np.concatenate(
                 [session.run(None, {inp.name: x_test[i : i + 1]})[0] for i in range(len(x_test))]
             )
-            row.accuracy = round(
-                float(np.mean(preprocess.scores_from_output(out).argmax(1) == y_test)), 6
-            )
-            row.examples = int(len(y_test))
+            record_accuracy(row, out, y_test)
     except EdgennError as exc:
         row.error = str(exc)
     return row

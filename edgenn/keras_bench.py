@@ -14,7 +14,15 @@ import numpy as np
 
 from edgenn import data as data_mod
 from edgenn import preprocess
-from edgenn.bench import BenchOptions, BenchRow, fill_timing, peak_rss_mb, scoring_inputs, worker
+from edgenn.bench import (
+    BenchOptions,
+    BenchRow,
+    fill_timing,
+    peak_rss_mb,
+    record_accuracy,
+    scoring_inputs,
+    worker,
+)
 from edgenn.errors import EdgennError
 
 
@@ -49,11 +57,7 @@ def bench_keras(run_dir: Path, options: BenchOptions) -> BenchRow:
         fill_timing(row, lambda: model(feed, training=False), options)
         row.peak_rss_mb = peak_rss_mb()
         if x_test is not None:
-            out = model.predict(x_test, batch_size=256, verbose=0)
-            row.accuracy = round(
-                float(np.mean(preprocess.scores_from_output(out).argmax(1) == y_test)), 6
-            )
-            row.examples = int(len(y_test))
+            record_accuracy(row, model.predict(x_test, batch_size=256, verbose=0), y_test)
     except EdgennError as exc:
         row.error = str(exc)
     return row

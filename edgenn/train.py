@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import platform
@@ -408,39 +409,15 @@ def train(
         False,
     )
     started = time.perf_counter()
-    history = _fit(
-        keras,
-        tf,
-        model,
-        config,
-        splits,
-        loss,
-        train_ds,
-        val_ds,
-        config.epochs,
-        config.learning_rate,
-        progress,
-        "",
-    )
+    # Everything but the epochs, learning rate and phase label is shared by both phases.
+    fit = functools.partial(_fit, keras, tf, model, config, splits, loss, train_ds, val_ds)
+    history = fit(config.epochs, config.learning_rate, progress, "")
     if base is not None and config.fine_tune_epochs > 0:
         base.trainable = True
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-        more = _fit(
-            keras,
-            tf,
-            model,
-            config,
-            splits,
-            loss,
-            train_ds,
-            val_ds,
-            config.fine_tune_epochs,
-            config.learning_rate / 10,
-            progress,
-            "fine-tune ",
-        )
+        more = fit(config.fine_tune_epochs, config.learning_rate / 10, progress, "fine-tune ")
         for key, values in more.items():
             history.setdefault(key, []).extend(values)
     train_seconds = time.perf_counter() - started
