@@ -82,12 +82,16 @@ def test_bundle_refuses_models_that_fail_the_target_check(tmp_path, face_detecti
     assert not (tmp_path / "coral").exists()
 
 
-def test_bundle_service_unit(tmp_path):
-    result = make_bundle([INT8], tmp_path / "svc", target="pi", service="tag")
+@pytest.mark.parametrize("service", ["tag", "camera"])
+def test_bundle_service_unit(tmp_path, service):
+    result = make_bundle([INT8], tmp_path / "svc", target="pi", service=service)
     unit = (tmp_path / "svc" / "edgenn.service").read_text()
     assert "ExecStart=" in unit and "WantedBy=multi-user.target" in unit
-    assert "edgenn tag" in (tmp_path / "svc" / "run.sh").read_text()
-    assert result.service == "tag"
+    assert f"edgenn {service}" in (tmp_path / "svc" / "run.sh").read_text()
+    assert result.service == service
+    assert any(r.startswith("opencv-python-headless") for r in result.requirements) == (
+        service == "camera"
+    )
 
 
 def _free_port() -> int:
