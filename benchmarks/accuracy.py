@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, machine, table, write_results
+from common import RESULTS, report
 
 from edgenn.data import DataSpec
 from edgenn.train import TrainConfig, train
@@ -61,19 +61,13 @@ def main() -> None:
         ("train_seconds", "train s"),
         ("meets_target", "meets target"),
     ]
-    print(table(rows, columns))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
     if args.only:
         # Keep the other model's row from an earlier run, so that --only refreshes one line.
         previous = RESULTS / "accuracy.json"
         if previous.is_file():
             kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] != args.only]
             rows = sorted(kept + rows, key=lambda r: list(MODELS).index(r["model"]))
-    path = write_results("accuracy", {"machine": info, "rows": rows})
-    print(f"wrote {path}")
+    report("accuracy", rows, columns)
 
 
 if __name__ == "__main__":

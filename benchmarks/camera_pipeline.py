@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import machine, table, write_results
+from common import report
 from PIL import Image
 
 from edgenn import data, preprocess
@@ -93,12 +93,7 @@ def main() -> None:
                 "frames_classified": summary.frames,
             }
         )
-    print(table(rows, [(k, k) for k in rows[0]]))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
-    print(f"wrote {write_results('camera_pipeline', {'machine': info, 'rows': rows})}")
+    report("camera_pipeline", rows)
 
 
 if __name__ == "__main__":

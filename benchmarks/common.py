@@ -42,3 +42,15 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(str(r.get(k, "")) for k, _ in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
+
+
+def report(name: str, rows: list[dict], columns: list[tuple[str, str]] | None = None) -> Path:
+    """Print the table and the machine, and write benchmarks/results/NAME.json."""
+    print(table(rows, columns or [(k, k) for k in rows[0] if not k.endswith("_rounds_us")]))
+    info = machine()
+    print(
+        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
+    )
+    path = write_results(name, {"machine": info, "rows": rows})
+    print(f"wrote {path}")
+    return path

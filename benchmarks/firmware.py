@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, table, write_results
+from common import report
 
 from edgenn import data, preprocess
 from edgenn.runtime import Runner, model_info
@@ -79,12 +79,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-    print(table(rows, [(k, k) for k in rows[0]]))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
-    print(f"wrote {write_results('firmware', {'machine': info, 'rows': rows})}")
+    report("firmware", rows)
 
 
 if __name__ == "__main__":

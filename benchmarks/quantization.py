@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import machine, table, write_results
+from common import report
 
 from edgenn import data, tflite_model
 from edgenn.convert import convert
@@ -143,12 +143,7 @@ def main() -> None:
         ("tflm_acc", "TFLM %"),
         ("target_check", "check"),
     ]
-    print(table(rows, columns))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
-    print(f"wrote {write_results('quantization', {'machine': info, 'rows': rows})}")
+    report("quantization", rows, columns)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, table, write_results
+from common import report
 
 from edgenn import data
 from edgenn.bench import BenchOptions, bench
@@ -139,13 +139,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-    columns = [(k, k) for k in rows[0] if not k.endswith("_rounds_us")]
-    print(table(rows, columns))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
-    print(f"wrote {write_results('runtime_overhead', {'machine': info, 'rows': rows})}")
+    report("runtime_overhead", rows)  # the per-round lists go to the JSON only
 
 
 if __name__ == "__main__":

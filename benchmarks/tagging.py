@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, table, write_results
+from common import report
 from PIL import Image, ImageOps
 
 from edgenn import data, preprocess
@@ -80,12 +80,7 @@ def main() -> None:
                 "target": ">= 2x",
             }
         ]
-    print(table(rows, [(k, k) for k in rows[0]]))
-    info = machine()
-    print(
-        f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}"
-    )
-    print(f"wrote {write_results('tagging', {'machine': info, 'rows': rows})}")
+    report("tagging", rows)
 
 
 if __name__ == "__main__":

@@ -190,23 +190,22 @@ def parse_c_array(source: str, symbol: str) -> bytes:
     return bytes(int(tok, 16) for tok in re.findall(r"0x[0-9a-fA-F]{2}", match[1]))
 
 
+#: numpy dtype -> (C type, TfLiteType) of an input or output tensor.
+_C_TYPES = {
+    "int8": ("int8_t", "kTfLiteInt8"),
+    "uint8": ("uint8_t", "kTfLiteUInt8"),
+    "int16": ("int16_t", "kTfLiteInt16"),
+    "int32": ("int32_t", "kTfLiteInt32"),
+    "float32": ("float", "kTfLiteFloat32"),
+}
+
+
 def _c_dtype(dtype: str) -> str:
-    return {
-        "int8": "int8_t",
-        "uint8": "uint8_t",
-        "int16": "int16_t",
-        "int32": "int32_t",
-        "float32": "float",
-    }[dtype]
+    return _C_TYPES[dtype][0]
 
 
 def _tflite_type(dtype: str) -> str:
-    return {
-        "int8": "kTfLiteInt8",
-        "uint8": "kTfLiteUInt8",
-        "int16": "kTfLiteInt16",
-        "float32": "kTfLiteFloat32",
-    }[dtype]
+    return _C_TYPES[dtype][1]
 
 
 def _sample(model: tflite_model.TFLiteFile, count: int, dataset: str | None) -> np.ndarray:
