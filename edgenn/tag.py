@@ -33,11 +33,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgenn import preprocess
+from edgenn.data import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
 from edgenn.predict import Classifier
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+#: The image types edgenn reads anywhere, less GIF (not a photo format), plus HEIC/HEIF (read
+#: when pillow-heif is installed).
+PHOTO_SUFFIXES = (IMAGE_SUFFIXES - {".gif"}) | {".heic", ".heif"}
 FORMATS = ("xmp", "json", "csv")
 SIDECAR_STYLES = ("ext", "replace")
 
