@@ -15,8 +15,8 @@ from pathlib import Path
 
 from common import RESULTS, report
 
-from edgenn.data import DataSpec
-from edgenn.train import TrainConfig, train
+from edgenn.datasets import DataSpec
+from edgenn.host.train import TrainConfig, train
 
 MODELS = {
     # The defaults of `edgenn train --model cnn` and `--model mlp --hidden 128`, nothing tuned here.

@@ -21,7 +21,8 @@ import numpy as np
 from common import report
 from PIL import Image
 
-from edgenn import data, preprocess
+from edgenn import datasets as data
+from edgenn import preprocess
 from edgenn.camera import CameraOptions, run_camera
 from edgenn.predict import Classifier
 

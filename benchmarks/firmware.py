@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from edgenn import data, preprocess
-from edgenn.runtime import Runner, model_info
+from edgenn import datasets as data
+from edgenn import preprocess
+from edgenn.artifact import model_info
+from edgenn.runtime import Runner
 from edgenn.tflite_model import load
 from firmware_export import export_firmware
 from firmware_export.generate import parse_c_array

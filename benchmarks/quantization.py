@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from edgenn import data, tflite_model
-from edgenn.convert import convert
-from edgenn.models import load_keras_model
+from edgenn import datasets as data
+from edgenn import tflite_model
+from edgenn.host.convert import convert
+from edgenn.host.models import load_keras_model
 from edgenn.runtime import Runner
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from edgenn import data
+from edgenn import datasets as data
 from edgenn.bench import BenchOptions, bench
 from edgenn.runtime import Runner
 

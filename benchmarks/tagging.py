@@ -18,7 +18,8 @@ from pathlib import Path
 from common import report
 from PIL import Image, ImageOps
 
-from edgenn import data, preprocess
+from edgenn import datasets as data
+from edgenn import preprocess
 from edgenn.predict import Classifier
 from edgenn.tag import find_photos, tag
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgenn.data import load_fashion_mnist  # noqa: E402
+from edgenn.datasets import load_fashion_mnist  # noqa: E402
 
 PER_CLASS = 30
 OUT = Path(__file__).resolve().parent / "fashion-mnist-samples"

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from edgenn import data as data_mod
-from edgenn import preprocess, tflite_model
-from edgenn.errors import EdgennError, MissingDependencyError, UsageError
+from edgenn import artifact, classify, optional, preprocess, tflite_model
+from edgenn import datasets as data_mod
+from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
 
 #: What a row needs in the JSON output (checked by the tests).
@@ -199,8 +199,7 @@ def record_accuracy(row: BenchRow, outputs: np.ndarray, labels: np.ndarray) -> N
         outputs: Model outputs ``(N, units)``.
         labels: True classes.
     """
-    predicted = preprocess.scores_from_output(outputs).argmax(axis=1)
-    row.accuracy = round(float(np.mean(predicted == labels)), 6)
+    row.accuracy = round(classify.accuracy(outputs, labels), 6)
     row.examples = int(len(labels))
 
 
@@ -237,7 +236,8 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
     Returns:
         The row (``error`` set instead of raising for a model that cannot run).
     """
-    from edgenn.runtime import Runner, model_info
+    from edgenn.artifact import model_info
+    from edgenn.runtime import Runner
 
     row = BenchRow(model=str(path), threads=options.threads)
     try:
@@ -306,12 +306,7 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
     """
     row = BenchRow(model=str(path), format="onnx", threads=options.threads, delegate="cpu")
     try:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependencyError(
-                "onnxruntime", "Benchmarking an ONNX model", "pip install onnxruntime"
-            ) from None
+        ort = optional.require("onnxruntime", "Benchmarking an ONNX model")
         row.size_bytes = path.stat().st_size
         so = ort.SessionOptions()
         if options.threads:
@@ -332,17 +327,20 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
         session.run(None, {inp.name: zeros})
         row.first_ms = round((time.perf_counter_ns() - start) / 1e6, 5)
         row.peak_rss_mb = peak_rss_mb()  # before the test images are loaded, as for .tflite rows
-        spec_path = path.parent / "preprocess.json"
         x_test = y_test = None
-        if spec_path.is_file():
-            spec = preprocess.PreprocessSpec.load(spec_path)
-            labels_path = path.parent / "labels.txt"
-            labels = data_mod.read_labels(labels_path) if labels_path.is_file() else []
-            x_test, y_test, reason = scoring_inputs(options, spec, labels)
+        if artifact.has_companions(path.parent):
+            info = artifact.read_companions(path.parent)
+            units = int(
+                np.prod(
+                    [d if isinstance(d, int) else 1 for d in session.get_outputs()[0].shape[1:]]
+                )
+            )
+            artifact.check_labels(info.labels, units, str(path))
+            x_test, y_test, reason = scoring_inputs(options, info.spec, info.labels)
             if reason:
                 row.note = f"accuracy not scored: {reason}"
         else:
-            row.note = f"accuracy not scored: no preprocess.json beside {path.name}"
+            row.note = f"accuracy not scored: no {artifact.PREPROCESS_FILE} beside {path.name}"
         feed = (
             x_test[:1]
             if x_test is not None
@@ -373,7 +371,7 @@ def bench_one(model: Path, options: BenchOptions) -> BenchRow:
     model = Path(model)
     if model.is_dir():
         # A run directory's Keras model needs TensorFlow, which device code never imports: it is
-        # measured by the host module edgenn.keras_bench in its own process (see _run_isolated).
+        # measured by the host module edgenn.host.keras_bench in its own process (see _run_isolated).
         return BenchRow(
             model=str(model),
             format="keras",
@@ -427,7 +425,7 @@ def bench(
 
 def _run_isolated(model: Path, options: BenchOptions) -> BenchRow:
     request = json.dumps({"model": str(model), "options": dataclasses.asdict(options)})
-    worker = "edgenn.keras_bench" if model.is_dir() else "edgenn.bench"
+    worker = "edgenn.host.keras_bench" if model.is_dir() else "edgenn.bench"
     proc = subprocess.run(
         [sys.executable, "-m", worker],
         input=request,
@@ -472,10 +470,8 @@ def write_csv(rows: list[BenchRow], path: Path) -> None:
 
 def check_plotting() -> None:
     """Raise before benchmarking when --plot cannot be honoured."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "--plot", "pip install matplotlib") from None
+    if not optional.available("matplotlib"):
+        raise optional.missing("matplotlib", "--plot")
 
 
 def plot(rows: list[BenchRow], path: Path) -> None:

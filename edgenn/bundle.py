@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgenn import __version__, targets, tflite_model
+from edgenn import __version__, artifact, targets, tflite_model
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
 
@@ -152,7 +152,7 @@ def _check_model(path: Path, target: str) -> dict[str, Any]:
         raise EdgennError(
             f"{path} fails the {check_name} check that a {target} bundle needs: {report.verdict}"
         )
-    from edgenn.runtime import model_info
+    from edgenn.artifact import model_info
 
     info = model_info(model)
     return {
@@ -209,10 +209,7 @@ def make_bundle(
         for path in models:
             shutil.copy(path, tmp / "models" / Path(path).name)
         first = checked[0]["info"]
-        (tmp / "models" / "labels.txt").write_text("".join(f"{label}\n" for label in first.labels))
-        (tmp / "models" / "preprocess.json").write_text(
-            json.dumps(first.spec.to_dict(), indent=2) + "\n"
-        )
+        artifact.write_companions(tmp / "models", first.labels, first.spec)
         (tmp / "requirements.txt").write_text(
             f"# Pinned for the {target} target by edgenn {__version__}.\n"
             + "\n".join(requirements)

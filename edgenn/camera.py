@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgenn import preprocess
-from edgenn.errors import EdgennError, MissingDependencyError, UsageError
+from edgenn import optional, preprocess
+from edgenn.errors import EdgennError, UsageError
 from edgenn.predict import Classifier
 
 SMOOTHING = ("none", "majority", "mean")
@@ -43,13 +43,7 @@ VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise MissingDependencyError(
-            "OpenCV", "edgenn camera", "pip install 'edgenn[camera]'  (opencv-python-headless)"
-        ) from None
-    return cv2
+    return optional.require("cv2", "edgenn camera")
 
 
 # ------------------------------------------------------------------------------------- sources
@@ -142,14 +136,7 @@ class Picamera2Source(Source):
     """The Raspberry Pi's CSI camera through libcamera (``picamera2``, imported only here)."""
 
     def __init__(self) -> None:
-        try:
-            from picamera2 import Picamera2
-        except ImportError:
-            raise MissingDependencyError(
-                "picamera2",
-                "--source picamera2",
-                "sudo apt install python3-picamera2 (Raspberry Pi OS)",
-            ) from None
+        Picamera2 = optional.require("picamera2", "--source picamera2").Picamera2
         self.cam = Picamera2()
         self.cam.configure(
             self.cam.create_video_configuration(main={"format": "RGB888", "size": (640, 480)})

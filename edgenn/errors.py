@@ -45,6 +45,3 @@ class MissingDependencyError(EdgennError):
         )
         self.package = package
         self.install = install
-
-
-TRAIN_EXTRA = "pip install 'edgenn[train]'"

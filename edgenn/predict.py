@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from edgenn import preprocess, tflite_model
-from edgenn.data import IMAGE_SUFFIXES
+from edgenn.artifact import model_info
+from edgenn.datasets import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError
-from edgenn.runtime import Runner, model_info
+from edgenn.runtime import Runner
 
 
 @dataclasses.dataclass

@@ -1,9 +1,9 @@
 """[device] Turn an image or a table row into the model's input, exactly as in training.
 
-Training (``edgenn.data``) and every device command (predict, bench, camera, tag) call the same
+Training (``edgenn.datasets``) and every device command (predict, bench, camera, tag) call the same
 functions here, so that a model on a Pi sees its inputs prepared the way it was trained: EXIF
 orientation applied, colour mode converted, resized with the same filter, scaled the same way.
-The recipe travels with the model as ``preprocess.json`` (:class:`PreprocessSpec`).
+The recipe (:class:`PreprocessSpec`) travels with the model; :mod:`edgenn.artifact` stores it.
 
 numpy and pillow only.
 """
@@ -11,7 +11,6 @@ numpy and pillow only.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,19 @@ from edgenn.errors import EdgennError
 
 #: Colour modes a model can be trained on: Pillow's names.
 COLOR_MODES = ("L", "RGB")
-#: Resize filters, by the name stored in preprocess.json.
+#: Resize filters, by the name stored in the recipe.
 RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-PREPROCESS_FILE = "preprocess.json"
 SPEC_VERSION = 1
 
 
 @dataclasses.dataclass
 class PreprocessSpec:
-    """How raw data becomes the model's float input; stored as ``preprocess.json``.
+    """How raw data becomes the model's float input; :mod:`edgenn.artifact` stores it.
 
     For images the model input is ``pixel * scale + offset`` where ``pixel`` is the uint8 value
     after EXIF orientation, conversion to ``color_mode`` and resizing to ``input_shape`` with
@@ -104,7 +102,9 @@ class PreprocessSpec:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "preprocess.json") -> PreprocessSpec:
+    def from_dict(
+        cls, doc: dict[str, Any], source: str = "the preprocessing recipe"
+    ) -> PreprocessSpec:
         """Validate and build a spec from its JSON document.
 
         Args:
@@ -136,41 +136,6 @@ class PreprocessSpec:
                 f"{source}: resize is {spec.resize!r}; expected one of {sorted(RESIZE_FILTERS)}."
             )
         return spec
-
-    def save(self, path: Path) -> None:
-        """Write the spec as JSON (atomically).
-
-        Args:
-            path: Destination file.
-        """
-        from edgenn.fileio import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> PreprocessSpec:
-        """Read ``preprocess.json``.
-
-        Args:
-            path: The file.
-
-        Returns:
-            The spec.
-
-        Raises:
-            EdgennError: The file is missing or not a valid recipe.
-        """
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EdgennError(
-                f"No preprocessing recipe at {path}.",
-                "Pass the run directory that edgenn train wrote, "
-                "or the .tflite that edgenn convert wrote.",
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise EdgennError(f"Cannot read {path} as JSON: {exc}.") from None
-        return cls.from_dict(doc, source=str(path))
 
 
 def open_image(path: Path, color_mode: str) -> Image.Image:
@@ -313,18 +278,3 @@ def output_to_target(values: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     mean = spec.target_mean or 0.0
     std = spec.target_std or 1.0
     return np.asarray(values, dtype=np.float64) * std + mean
-
-
-def scores_from_output(raw: np.ndarray) -> np.ndarray:
-    """Class probabilities from a classifier's output (a single sigmoid unit becomes two columns).
-
-    Args:
-        raw: Model output ``(N, units)``.
-
-    Returns:
-        ``(N, classes)`` probabilities.
-    """
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.ndim == 2 and raw.shape[1] == 1:
-        return np.concatenate([1.0 - raw, raw], axis=1)
-    return raw

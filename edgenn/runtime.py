@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +18,12 @@ from types import ModuleType
 
 import numpy as np
 
-from edgenn import tflite_model
-from edgenn.data import read_labels
+from edgenn import classify, optional, tflite_model
 from edgenn.errors import EdgennError, MissingDependencyError, UsageError
-from edgenn.preprocess import PreprocessSpec
 from edgenn.stdio import capture_stderr
 
 #: Runtimes in order of preference, by the name users pass to --runtime.
 RUNTIMES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
-RUNTIME_INSTALL = "pip install ai-edge-litert (on 32-bit Raspberry Pi OS: pip install tflite-runtime==2.14.0 'numpy<2')"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
@@ -63,20 +59,18 @@ def find_runtime(name: str | None = None) -> Runtime:
         raise UsageError(f"Unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}.")
     candidates = [name] if name else list(RUNTIMES)
     for candidate in candidates:
-        try:
-            module = importlib.import_module(RUNTIMES[candidate])
-        except ImportError:
+        module = optional.try_import(RUNTIMES[candidate])
+        if module is None:
             continue
         from importlib import metadata
 
-        dist = "ai-edge-litert" if candidate == "litert" else "tflite-runtime"
         try:
-            version = metadata.version(dist)
+            version = metadata.version(optional.dependency(RUNTIMES[candidate]).package)
         except metadata.PackageNotFoundError:
             version = "unknown"
         return Runtime(candidate, version, module)
     wanted = name or "a LiteRT runtime"
-    raise MissingDependencyError(wanted, "Running a .tflite model", RUNTIME_INSTALL)
+    raise MissingDependencyError(wanted, "Running a .tflite model", optional.RUNTIME_INSTALL)
 
 
 @contextlib.contextmanager
@@ -329,34 +323,13 @@ class Runner:
     def top_k(self, k: int = 1) -> list[tuple[int, float]]:
         """The k best classes of the last invoke as ``(index, probability)``, best first.
 
-        Works on the raw output: dequantization is monotonic (scale > 0), so the ranking is
-        taken on the integers and only the k winners are converted to floats. This is the
-        classify hot path, kept to a handful of operations (benchmarks/runtime_overhead.py).
-
         Args:
             k: How many.
 
         Returns:
-            ``[(class index, score)]``.
+            ``[(class index, score)]`` (see :func:`edgenn.classify.top_k`).
         """
-        raw = self._get_tensor(self._out_index)
-        scale, zero = self._out_scale, self._out_zero
-        if self._out_units == 1:
-            # One sigmoid unit: two classes.
-            p = (raw.item(0) - zero) * scale if scale else raw.item(0)
-            ranked = [(1, p), (0, 1.0 - p)] if p >= 0.5 else [(0, 1.0 - p), (1, p)]
-            return ranked[:k]
-        if k == 1:
-            # The output has a batch axis of 1, so the flat argmax is the class index.
-            i = int(raw.argmax())
-            return [(i, (raw.item(i) - zero) * scale if scale else raw.item(i))]
-        flat = raw.reshape(-1)
-        k = min(k, flat.shape[0])
-        part = np.argpartition(flat, -k)[-k:]
-        best = part[np.argsort(flat[part])[::-1]]
-        if scale:
-            return [(int(i), (int(flat[i]) - zero) * scale) for i in best]
-        return [(int(i), float(flat[i])) for i in best]
+        return classify.top_k(self._get_tensor(self._out_index), k, self._out_scale, self._out_zero)
 
 
 def _quant(detail: dict) -> tuple[float, int]:
@@ -364,47 +337,3 @@ def _quant(detail: dict) -> tuple[float, int]:
     if np.dtype(detail["dtype"]).kind not in "iu":
         return 0.0, 0
     return float(scale), int(zero)
-
-
-@dataclasses.dataclass
-class ModelInfo:
-    """What travels with a model: its labels and preprocessing.
-
-    Attributes:
-        labels: Class names (index = class id).
-        spec: The preprocessing recipe.
-        source: Where they came from (``embedded metadata`` or the files beside the model).
-    """
-
-    labels: list[str]
-    spec: PreprocessSpec
-    source: str
-
-
-def model_info(model: tflite_model.TFLiteFile) -> ModelInfo:
-    """Labels and preprocessing: from the model's edgenn metadata, else from files beside it.
-
-    Args:
-        model: The parsed model.
-
-    Returns:
-        The info.
-
-    Raises:
-        EdgennError: Neither is available.
-    """
-    meta = model.edgenn_metadata
-    if meta and meta.get("labels") is not None and meta.get("preprocess"):
-        spec = PreprocessSpec.from_dict(meta["preprocess"], source=f"{model.path} metadata")
-        return ModelInfo(list(meta["labels"]), spec, "embedded metadata")
-    folder = model.path.parent if model.path else None
-    if folder is None or not (folder / "preprocess.json").is_file():
-        raise EdgennError(
-            f"{model.path or 'The model'} carries no edgenn metadata and has no preprocess.json "
-            "beside it, so its input recipe is unknown.",
-            "Convert it with edgenn convert, or put preprocess.json and labels.txt next to it.",
-        )
-    spec = PreprocessSpec.load(folder / "preprocess.json")
-    labels_path = folder / "labels.txt"
-    labels = read_labels(labels_path) if labels_path.is_file() else []
-    return ModelInfo(labels, spec, f"{folder}/preprocess.json")

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edgenn import preprocess
-from edgenn.data import IMAGE_SUFFIXES
+from edgenn import optional, preprocess
+from edgenn.datasets import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
 from edgenn.predict import Classifier
@@ -137,11 +137,9 @@ def find_photos(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
 
 
 def _enable_heif() -> None:
-    try:
-        from pillow_heif import register_heif_opener
-    except ImportError:
-        return
-    register_heif_opener()
+    heif = optional.try_import("pillow_heif")
+    if heif is not None:
+        heif.register_heif_opener()
 
 
 def decode(photo: Path, spec: preprocess.PreprocessSpec) -> np.ndarray:

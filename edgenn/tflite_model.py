@@ -9,16 +9,15 @@ damaged model is then an :class:`~edgenn.errors.EdgennError`, never a crash of t
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgenn.errors import EdgennError, MissingDependencyError
+from edgenn import optional
+from edgenn.errors import EdgennError
 
-EDGENN_METADATA = "edgenn"
 #: TFLite's own metadata entry with the oldest runtime that runs the model (e.g. "1.14.0").
 MIN_RUNTIME_METADATA = "min_runtime_version"
 
@@ -61,16 +60,13 @@ _ITEMSIZE = {
 
 
 def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
+    schema = optional.try_import("ai_edge_litert.schema_py_generated")
+    if schema is None:
         try:
             # tflite-runtime set-ups: the copy an edgenn bundle installs (see edgenn.bundle).
             import edgenn_tflite_schema as schema
         except ImportError:
-            raise MissingDependencyError(
-                "ai-edge-litert", "Reading a .tflite file", "pip install ai-edge-litert"
-            ) from None
+            raise optional.missing("ai_edge_litert", "Reading a .tflite file") from None
     return schema
 
 
@@ -186,17 +182,6 @@ class TFLiteFile:
         """The converter's ``min_runtime_version`` metadata, when present."""
         raw = self.metadata.get(MIN_RUNTIME_METADATA)
         return raw.split(b"\0")[0].decode("ascii", "replace") if raw else None
-
-    @property
-    def edgenn_metadata(self) -> dict[str, Any] | None:
-        """The labels and preprocessing edgenn embedded (None for other models)."""
-        raw = self.metadata.get(EDGENN_METADATA)
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return None
 
     @property
     def op_counts(self) -> list[tuple[str, int, int]]:
@@ -487,7 +472,9 @@ def _entry_name(entry) -> str:
 
 
 def describe(model: TFLiteFile) -> dict[str, Any]:
-    """The ``edgenn inspect`` document: I/O, ops, parameters, sizes, MACs, metadata.
+    """The flatbuffer's facts: I/O, ops, parameters, sizes, MACs, metadata entries.
+
+    :func:`edgenn.artifact.describe` adds the embedded labels and recipe (``edgenn inspect``).
 
     Args:
         model: A parsed model.
@@ -505,7 +492,6 @@ def describe(model: TFLiteFile) -> dict[str, Any]:
             "zero_point": t.zero_point[0] if len(t.zero_point) == 1 else (t.zero_point or None),
         }
 
-    meta = model.edgenn_metadata or {}
     return {
         "model": str(model.path) if model.path else None,
         "size_bytes": model.size_bytes,
@@ -521,7 +507,5 @@ def describe(model: TFLiteFile) -> dict[str, Any]:
             {"index": op.index, "op": op.name, "macs": op.macs} for op in model.ops if op.macs
         ],
         "min_runtime_version": model.min_runtime_version,
-        "labels": meta.get("labels"),
-        "preprocess": meta.get("preprocess"),
         "metadata_entries": sorted(model.metadata),
     }

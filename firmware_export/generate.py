@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from edgenn import tflite_model
+from edgenn import optional, tflite_model
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
 from edgenn.targets.micro import (
     DEFAULT_ARENA_MARGIN,
-    TFLM_INSTALL,
     _runtime,
     _static_problems,
     smallest_arena,
@@ -114,14 +113,10 @@ def _c_name(name: str) -> str:
 
 
 def _align(data: bytes) -> bytes:
-    try:
-        from tflite_micro.tensorflow.lite.micro.tools import (
-            tflite_flatbuffer_align_wrapper as aligner,
-        )
-    except ImportError:
-        from edgenn.errors import MissingDependencyError
-
-        raise MissingDependencyError("tflite-micro", "edgenn firmware", TFLM_INSTALL) from None
+    aligner = optional.require(
+        "tflite_micro.tensorflow.lite.micro.tools.tflite_flatbuffer_align_wrapper",
+        "edgenn firmware",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.tflite", Path(tmp) / "out.tflite"
         src.write_bytes(data)
@@ -210,7 +205,8 @@ def _tflite_type(dtype: str) -> str:
 
 def _sample(model: tflite_model.TFLiteFile, count: int, dataset: str | None) -> np.ndarray:
     """Quantized test inputs: the data set's test split when it fits the model, else random."""
-    from edgenn.runtime import Runner, model_info
+    from edgenn.artifact import model_info
+    from edgenn.runtime import Runner
 
     runner = Runner(model, xnnpack=False)
     shape = tuple(model.input_details[0].shape)
@@ -218,7 +214,7 @@ def _sample(model: tflite_model.TFLiteFile, count: int, dataset: str | None) -> 
         if dataset is None:
             raise EdgennError("no data set")
         info = model_info(model)
-        from edgenn import data as data_mod
+        from edgenn import datasets as data_mod
         from edgenn import preprocess
 
         spec_data = data_mod.DataSpec(dataset=dataset)
@@ -286,7 +282,7 @@ def export_firmware(
     methods = [resolver_method(op) for op in ops]
     info = None
     try:
-        from edgenn.runtime import model_info
+        from edgenn.artifact import model_info
 
         info = model_info(model)
     except EdgennError:

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgenn import data
-from edgenn.convert import convert
-from edgenn.train import TrainConfig, train
+from edgenn import datasets as data
+from edgenn.host.convert import convert
+from edgenn.host.train import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data"
 

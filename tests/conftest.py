@@ -126,8 +126,8 @@ def sine_float() -> Path:
 @pytest.fixture(scope="session")
 def cnn_run(tmp_path_factory):
     """A tiny CNN run on 2,000 Fashion-MNIST images (needs TensorFlow)."""
-    from edgenn import data
-    from edgenn.train import TrainConfig, train
+    from edgenn import datasets as data
+    from edgenn.host.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "fmnist-cnn"
     config = TrainConfig(
@@ -139,8 +139,8 @@ def cnn_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mlp_run(tmp_path_factory):
     """A tiny 784-32-10 MLP run on 2,000 Fashion-MNIST images (needs TensorFlow)."""
-    from edgenn import data
-    from edgenn.train import TrainConfig, train
+    from edgenn import datasets as data
+    from edgenn.host.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "fmnist-mlp"
     config = TrainConfig(

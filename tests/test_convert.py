@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgenn import data, targets, tflite_model
+from edgenn import datasets as data
+from edgenn import targets, tflite_model
 from edgenn.cli import main
-from edgenn.convert import convert
 from edgenn.errors import EdgennError, UsageError
+from edgenn.host.convert import convert
 from edgenn.runtime import Runner
 
 from .conftest import REPO
@@ -316,7 +317,7 @@ def test_cli_convert_and_inspect(cnn_run, tmp_path):
 def test_onnx_export_and_bench_against_litert(cnn_run, converted, tmp_path):
     """ONNX Runtime, what many Pi users would pick instead, side by side with LiteRT and Keras."""
     from edgenn.bench import BenchOptions, bench
-    from edgenn.convert import export_onnx
+    from edgenn.host.convert import export_onnx
 
     exported = export_onnx(cnn_run.run_dir, tmp_path / "onnx" / "cnn.onnx")
     assert exported.size_bytes > 0 and exported.opset
@@ -335,7 +336,7 @@ def test_onnx_export_and_bench_against_litert(cnn_run, converted, tmp_path):
 
 def test_mobilenet_base_with_weights_from_a_file(tmp_path):
     """--base mobilenet_v2 --weights FILE: offline, from weights saved earlier."""
-    from edgenn import models
+    from edgenn.host import models
 
     base = models.build_application_base("mobilenet_v2", (32, 32, 3), None)
     path = tmp_path / "mobilenet.weights.h5"

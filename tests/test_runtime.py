@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgenn import data, preprocess, tflite_model
+from edgenn import datasets as data
 from edgenn.cli import main
 from edgenn.errors import EdgennError, MissingDependencyError, UsageError
 from edgenn.predict import Classifier
-from edgenn.runtime import Runner, find_runtime, load_delegate, model_info
+from edgenn.runtime import Runner, find_runtime, load_delegate
 
 from .conftest import REPO, SAMPLES
 
@@ -73,19 +73,6 @@ def test_int8_and_fp32_agree_on_real_images(test_inputs):
 def test_wrong_input_size_is_an_error():
     with pytest.raises(EdgennError, match=r"does not fit the model input \(1, 28, 28, 1\)"):
         Runner(INT8).run(np.zeros((1, 32, 32, 1), np.float32))
-
-
-def test_model_info_from_metadata_and_from_files(tmp_path):
-    info = model_info(tflite_model.load(INT8))
-    assert info.source == "embedded metadata" and info.labels == data.FASHION_MNIST_LABELS
-    # A model without edgenn metadata (MediaPipe's) is read with the files beside it.
-    bare = tmp_path / "bare.tflite"
-    shutil.copy(REPO / "tests" / ".models" / "face_detection_short_range.tflite", bare)
-    with pytest.raises(EdgennError, match="no preprocess.json beside it"):
-        model_info(tflite_model.load(bare))
-    preprocess.PreprocessSpec.for_images(128, 128, "RGB").save(tmp_path / "preprocess.json")
-    (tmp_path / "labels.txt").write_text("face\n")
-    assert model_info(tflite_model.load(bare)).labels == ["face"]
 
 
 def test_missing_delegate_is_one_clean_line(capfd):

@@ -19,9 +19,9 @@ def load(path):
 
 
 def test_target_list_is_the_cli_choice():
-    from edgenn.cli import convert, inspect
+    from edgenn.cli import main
 
-    for command in (convert, inspect):
+    for command in (main.commands["convert"], main.commands["inspect"]):
         option = next(p for p in command.params if p.name == "target")
         assert tuple(option.type.choices) == targets.TARGETS
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgenn import tflite_model
+from edgenn import artifact, tflite_model
 from edgenn.errors import EdgennError
 from edgenn.runtime import Runner
 
@@ -35,7 +35,7 @@ def test_custom_op_is_named(selfie_segmentation):
 
 
 def test_describe_is_json(sparse_face_detection):
-    doc = tflite_model.describe(tflite_model.load(sparse_face_detection))
+    doc = artifact.describe(tflite_model.load(sparse_face_detection))
     json.dumps(doc)
     assert any(o["op"] == "DENSIFY" for o in doc["ops"])
     assert doc["labels"] is None and doc["size_bytes"] == sparse_face_detection.stat().st_size
@@ -54,7 +54,7 @@ def test_embed_metadata_keeps_the_model_working(face_detection):
     out = tflite_model.embed_metadata(raw, "edgenn", json.dumps(payload).encode())
     again = tflite_model.embed_metadata(out, "edgenn", json.dumps(payload).encode())
     m = tflite_model.load(again)
-    assert m.edgenn_metadata == payload
+    assert artifact.embedded(m) == payload
     assert list(m.metadata).count("edgenn") == 1  # replaced, not duplicated
     x = np.random.default_rng(0).random((1, 128, 128, 3), dtype=np.float32)
     a = Runner(raw, xnnpack=False).run(x)

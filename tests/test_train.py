@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgenn import data, models
+from edgenn import datasets as data
 from edgenn.errors import EdgennError, UsageError
-from edgenn.train import TrainConfig, train
+from edgenn.host import models
+from edgenn.host.train import TrainConfig, train
 
 from .conftest import SAMPLES
 

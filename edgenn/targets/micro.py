@@ -13,13 +13,12 @@ import re
 
 import numpy as np
 
-from edgenn.errors import EdgennError, MissingDependencyError
+from edgenn import optional
+from edgenn.errors import EdgennError
 from edgenn.stdio import capture_stderr
 from edgenn.targets import FAILS, RUNS, OpRow, TargetReport
 from edgenn.tflite_model import TFLiteFile
 
-TFLM_VERSION = "0.dev20261023182759"
-TFLM_INSTALL = f"pip install 'edgenn[micro]'  (or: pip install --pre tflite-micro=={TFLM_VERSION})"
 #: Kernels for some MCUs (CMSIS-NN, ESP-NN, Xtensa) allocate scratch buffers the host reference
 #: does not; 10% on top of the measured minimum covers the differences seen in practice.
 DEFAULT_ARENA_MARGIN = 10
@@ -28,13 +27,7 @@ ALIGN = 16
 
 
 def _runtime():
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
-        raise MissingDependencyError(
-            "tflite-micro", "The micro target check", TFLM_INSTALL
-        ) from None
-    return runtime
+    return optional.require("tflite_micro.python.tflite_micro.runtime", "The micro target check")
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""edgenn.data on real files: IDX validation, data-set resolution, splits, folders, CSV."""
+"""edgenn.datasets on real files: IDX validation, data-set resolution, splits, folders, CSV."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgenn import data
-from edgenn.data import DataSpec
+from edgenn import datasets as data
+from edgenn.datasets import DataSpec
 from edgenn.errors import EdgennError, UsageError
 
 from .conftest import SAMPLES

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenn.errors import EdgennError, UsageError
-from edgenn.tfutil import import_keras
+from edgenn.host.tfutil import import_keras
 
 #: The lists below are the single source of truth for the CLI choices and the validation.
 MODEL_KINDS = ("mlp", "cnn")

@@ -1,7 +1,7 @@
 """[host] The Keras row of ``edgenn bench``: a run directory's model as the float reference.
 
 ``edgenn.bench`` (device side) never imports TensorFlow; when a run directory is among the models
-it starts ``python -m edgenn.keras_bench`` in a child process, which measures the Keras model with
+it starts ``python -m edgenn.host.keras_bench`` in a child process, which measures the Keras model with
 the same statistics and prints one JSON row.
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenn import data as data_mod
-from edgenn import preprocess
+from edgenn import artifact
 from edgenn.bench import (
     BenchOptions,
     BenchRow,
@@ -38,8 +37,8 @@ def bench_keras(run_dir: Path, options: BenchOptions) -> BenchRow:
     """
     row = BenchRow(model=str(run_dir), format="keras", threads=options.threads, delegate="cpu")
     try:
-        from edgenn.models import load_keras_model
-        from edgenn.tfutil import import_keras
+        from edgenn.host.models import load_keras_model
+        from edgenn.host.tfutil import import_keras
 
         keras = import_keras("A Keras row in edgenn bench")
         start = time.perf_counter_ns()
@@ -47,8 +46,9 @@ def bench_keras(run_dir: Path, options: BenchOptions) -> BenchRow:
         row.init_ms = round((time.perf_counter_ns() - start) / 1e6, 4)
         row.runtime = f"keras {keras.__version__}"
         row.size_bytes = (run_dir / "model.keras").stat().st_size
-        spec = preprocess.PreprocessSpec.load(run_dir / "preprocess.json")
-        labels = data_mod.read_labels(run_dir / "labels.txt")
+        info = artifact.read_companions(run_dir)
+        spec, labels = info.spec, info.labels
+        artifact.check_labels(labels, int(np.prod(model.outputs[0].shape[1:])), str(run_dir))
         x_test, y_test, reason = scoring_inputs(options, spec, labels)
         if reason:
             row.note = f"accuracy not scored: {reason}"

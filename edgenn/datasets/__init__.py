@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgenn import preprocess
-from edgenn.errors import EdgennError, MissingDependencyError, UsageError
+from edgenn import optional, preprocess
+from edgenn.errors import EdgennError, UsageError
 from edgenn.preprocess import PreprocessSpec
 
 FASHION_MNIST_LABELS = [
@@ -458,11 +458,10 @@ def load_digits() -> Dataset:
         MissingDependencyError: scikit-learn is not installed.
         EdgennError: The bundled file is not what this version expects.
     """
-    spec = importlib.util.find_spec("sklearn")
+    # Only the location of scikit-learn's bundled CSV is needed: importing sklearn takes seconds.
+    spec = importlib.util.find_spec("sklearn") if optional.available("sklearn") else None
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "scikit-learn", "The digits data set", "pip install scikit-learn"
-        )
+        raise optional.missing("sklearn", "The digits data set")
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.float64)
@@ -915,21 +914,3 @@ def load_data_spec(run_dir: Path) -> DataSpec:
         ) from None
     except ValueError as exc:
         raise EdgennError(f"{path} is not valid JSON: {exc}.") from None
-
-
-def read_labels(path: Path) -> list[str]:
-    """Read ``labels.txt`` (one label per line; blank lines ignored at the end only).
-
-    Args:
-        path: The file.
-
-    Returns:
-        The labels.
-
-    Raises:
-        EdgennError: The file is missing.
-    """
-    try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n")
-    except FileNotFoundError:
-        raise EdgennError(f"No labels file at {path}.") from None

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
-from edgenn.errors import TRAIN_EXTRA, MissingDependencyError
+from edgenn import optional
 from edgenn.stdio import capture_stderr
 
 
@@ -33,16 +33,8 @@ def import_tensorflow(purpose: str = "This command", verbose: bool = False) -> M
         # Must be set before the first import: it is read by the C++ runtime at load time.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        if verbose:
-            import tensorflow as tf
-        else:
-            with quiet_stderr():
-                import tensorflow as tf
-    except ImportError as exc:
-        if "tensorflow" not in str(exc):
-            raise
-        raise MissingDependencyError("TensorFlow", purpose, TRAIN_EXTRA) from None
+    with quiet_stderr(not verbose):
+        tf = optional.require("tensorflow", purpose)
     if not verbose:
         tf.get_logger().setLevel("ERROR")
         with contextlib.suppress(ImportError):

@@ -12,19 +12,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgenn import data as data_mod
-from edgenn import models, targets, tflite_model
+from edgenn import artifact, classify, optional, targets, tflite_model
+from edgenn import datasets as data_mod
 from edgenn.errors import EdgennError, UsageError
-from edgenn.fileio import atomic_write_bytes, atomic_write_text, refuse_existing
-from edgenn.preprocess import PreprocessSpec, scores_from_output
+from edgenn.fileio import atomic_write_bytes, refuse_existing
+from edgenn.host import models
+from edgenn.host.tfutil import import_tensorflow, quiet_stderr
+from edgenn.preprocess import PreprocessSpec
 from edgenn.runtime import Runner
-from edgenn.tfutil import import_tensorflow, quiet_stderr
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = ("float", "int8", "uint8")
@@ -112,14 +112,8 @@ def resolve_source(source: Path) -> Source:
             f"{source} is not a run directory or a .keras file (no {model_path.name}).",
             "Pass the directory that edgenn train wrote.",
         )
-    labels_path = folder / "labels.txt"
-    if not labels_path.is_file():
-        raise EdgennError(
-            f"{folder} has no labels.txt; the converted model would not know its classes.",
-            "Write one class name per line into labels.txt, or retrain with edgenn train.",
-        )
-    labels = data_mod.read_labels(labels_path)
-    spec = PreprocessSpec.load(folder / "preprocess.json")
+    info = artifact.read_companions(folder, require_labels=True)
+    labels, spec = info.labels, info.spec
     data = data_mod.load_data_spec(folder) if (folder / data_mod.DATA_FILE).is_file() else None
     return Source(model_path, labels, spec, data)
 
@@ -167,7 +161,7 @@ def _score(task: str, outputs: np.ndarray, y: np.ndarray, spec: PreprocessSpec) 
     if task == "regression":
         pred = outputs[:, 0] * (spec.target_std or 1.0) + (spec.target_mean or 0.0)
         return float(np.mean((pred - y) ** 2))
-    return float(np.mean(scores_from_output(outputs).argmax(axis=1) == y))
+    return classify.accuracy(outputs, y)
 
 
 def convert(
@@ -259,19 +253,10 @@ def convert(
         if quantize == "fp32"
         else _convert_bytes(tf, static, quantize, io_type, target, rep, verbose)
     )
-    payload = {
-        "format": 1,
-        "labels": src.labels,
-        "preprocess": src.spec.to_dict(),
-        "quantize": quantize,
-        "io": io_type,
-        "target": target,
-        "source": str(src.model_path),
-    }
-    meta = json.dumps(payload).encode("utf-8")
-    model_bytes = tflite_model.embed_metadata(model_bytes, tflite_model.EDGENN_METADATA, meta)
+    facts = {"quantize": quantize, "io": io_type, "target": target, "source": str(src.model_path)}
+    model_bytes = artifact.embed(model_bytes, src.labels, src.spec, **facts)
     # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
-    fp32_size = len(tflite_model.embed_metadata(fp32_bytes, tflite_model.EDGENN_METADATA, meta))
+    fp32_size = len(artifact.embed(fp32_bytes, src.labels, src.spec, **facts))
     parsed = tflite_model.load(model_bytes)
 
     float_score = converted_score = None
@@ -301,10 +286,9 @@ def convert(
         raise EdgennError(
             f"The converted model cannot run on {target}; nothing was written. {report.verdict}"
         )
-    beside = _companions(output, src, overwrite)
+    artifact.check_companions_free(output.parent, src.labels, src.spec, overwrite)
     atomic_write_bytes(output, model_bytes)
-    for path, text in beside.items():
-        atomic_write_text(path, text)
+    artifact.write_companions(output.parent, src.labels, src.spec)
     if target == "edgetpu":
         # With the file in place the real compiler (when installed) can write *_edgetpu.tflite.
         report = targets.check(tflite_model.load(output), target)
@@ -344,7 +328,7 @@ def export_onnx(
     """Export a run's Keras model to ONNX (Keras' own exporter, through tf2onnx).
 
     ONNX Runtime is what many Raspberry Pi users would pick instead of LiteRT, so ``edgenn bench``
-    can put the two side by side. ``labels.txt`` and ``preprocess.json`` are written beside it.
+    can put the two side by side. The model's companions (:mod:`edgenn.artifact`) are written beside it.
 
     Args:
         source: Run directory or ``.keras`` file.
@@ -359,19 +343,15 @@ def export_onnx(
         MissingDependencyError: tf2onnx / onnx are not installed.
         EdgennError: The export failed.
     """
-    import importlib.util
-
     src = resolve_source(Path(source))
     output = Path(output)
     if output.suffix != ".onnx":
         raise UsageError(f"-o {output} should end in .onnx for --format onnx.")
     refuse_existing(output, overwrite)
-    beside = _companions(output, src, overwrite)
-    for module, package in (("tf2onnx", "tf2onnx"), ("onnx", "onnx")):
-        if importlib.util.find_spec(module) is None:
-            from edgenn.errors import MissingDependencyError
-
-            raise MissingDependencyError(package, "ONNX export", "pip install 'edgenn[onnx]'")
+    artifact.check_companions_free(output.parent, src.labels, src.spec, overwrite)
+    for module in ("tf2onnx", "onnx"):
+        if not optional.available(module):
+            raise optional.missing(module, "ONNX export")
     import_tensorflow("edgenn convert --format onnx", verbose)
     model = models.load_keras_model(src.model_path)
     # Keras exports only a model that has been called once.
@@ -387,8 +367,7 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(output, payload)
-    for path, text in beside.items():
-        atomic_write_text(path, text)
+    artifact.write_companions(output.parent, src.labels, src.spec)
     opset = None
     try:
         import onnx
@@ -397,22 +376,3 @@ def export_onnx(
     except Exception:  # noqa: BLE001 - the opset is informative only
         pass
     return OnnxResult(str(output), len(payload), opset)
-
-
-def _companions(output: Path, src: Source, overwrite: bool) -> dict[Path, str]:
-    """labels.txt and preprocess.json to write beside a model, checked before anything is written.
-
-    Raises:
-        EdgennError: One exists with other content (another model's) and ``overwrite`` is false.
-    """
-    beside = {
-        output.parent / "labels.txt": "".join(f"{label}\n" for label in src.labels),
-        output.parent / "preprocess.json": json.dumps(src.spec.to_dict(), indent=2) + "\n",
-    }
-    for path, text in beside.items():
-        if path.exists() and path.read_text(encoding="utf-8") != text and not overwrite:
-            raise EdgennError(
-                f"{path} exists with different content (another model's?); nothing was written.",
-                "Write the model into its own folder, or pass --overwrite.",
-            )
-    return beside

@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from edgenn import data as data_mod
-from edgenn import models
-from edgenn.errors import EdgennError, MissingDependencyError, UsageError
+from edgenn import artifact, classify, optional
+from edgenn import datasets as data_mod
+from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory, atomic_write_text, refuse_existing
-from edgenn.preprocess import PreprocessSpec, scores_from_output
-from edgenn.tfutil import import_keras, import_tensorflow
+from edgenn.host import models
+from edgenn.host.tfutil import import_keras, import_tensorflow
+from edgenn.preprocess import PreprocessSpec
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
-LABELS_FILE = "labels.txt"
 METRICS_FILE = "metrics.json"
 
 
@@ -206,14 +206,13 @@ def prepare_data(config: TrainConfig) -> data_mod.Splits:
 
 def _base_preprocess(base: Path) -> PreprocessSpec:
     folder = base if base.is_dir() else base.parent
-    path = folder / "preprocess.json"
     if not base.exists():
         raise EdgennError(
             f"--base {base} does not exist.",
             "Pass an edgenn run directory, a .keras file, or one of "
             f"{', '.join(models.APPLICATIONS)}.",
         )
-    return PreprocessSpec.load(path)
+    return artifact.read_companions(folder).spec
 
 
 def build_model(config: TrainConfig, splits: data_mod.Splits):
@@ -457,8 +456,7 @@ def train(
             if splits.task == "classification"
             else [splits.spec.target_name or "value"]
         )
-        atomic_write_text(tmp / LABELS_FILE, "".join(f"{label}\n" for label in labels))
-        splits.spec.save(tmp / "preprocess.json")
+        artifact.write_companions(tmp, labels, splits.spec)
         data_mod.save_data_spec(splits.data, tmp)
         _write_history(tmp / "history.csv", history)
         _plot_curves(tmp / "curves.png", history, splits.task)
@@ -483,7 +481,7 @@ def _evaluate(splits: data_mod.Splits, raw: np.ndarray, loss: str) -> dict[str, 
                 1 - np.sum(err**2) / max(np.sum((splits.y_test - splits.y_test.mean()) ** 2), 1e-12)
             ),
         }
-    scores = scores_from_output(raw)
+    scores = classify.scores(raw)
     pred = scores.argmax(axis=1)
     n = len(splits.labels)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -513,16 +511,8 @@ def _write_history(path: Path, history: dict[str, list[float]]) -> None:
 
 
 def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError(
-            "matplotlib", "Plotting", "pip install 'edgenn[train]'"
-        ) from None
-    return plt
+    optional.require("matplotlib", "Plotting").use("Agg")
+    return optional.require("matplotlib.pyplot", "Plotting")
 
 
 def _save_figure(fig, path: Path) -> None:

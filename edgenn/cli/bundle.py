@@ -1,0 +1,73 @@
+"""``edgenn bundle`` and ``edgenn deploy``: a folder that installs on a device, and copying it there."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from edgenn.cli.base import main, print_json
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  edgenn bundle runs/fmnist-cnn/model_int8.tflite -o bundle-pi --target pi
+  edgenn bundle pi/model.tflite -o bundle-legacy --target pi-legacy --service tag
+"""
+)
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to create."
+)
+@click.option(
+    "--target", type=click.Choice(["pi", "pi-legacy", "coral"]), default="pi", show_default=True
+)
+@click.option(
+    "--service", type=click.Choice(["tag"]), help="Also write a systemd unit for this job."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bundle(
+    models: tuple[Path, ...],
+    output: Path,
+    target: str,
+    service: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Make a self-contained folder that installs and runs the model(s) on a Pi or a Coral."""
+    from edgenn.bundle import make_bundle
+
+    result = make_bundle(list(models), output, target, service, overwrite)
+    if as_json:
+        print_json(dataclasses.asdict(result))
+        return
+    click.echo(f"{result.output}: bundle for {result.target} ({len(result.files)} files)")
+    for m in result.models:
+        click.echo(f"  {m['model']}: {m['size_bytes']:,} B; {m['check']}: {m['verdict']}")
+    click.echo(f"  requirements: {', '.join(result.requirements)}")
+    click.echo(
+        f"  next: copy it to the device and run ./install.sh (or: edgenn deploy {result.output} USER@HOST)"
+    )
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  edgenn deploy bundle-pi pi@raspberrypi.local
+  edgenn deploy bundle-pi pi@10.0.0.7:apps/classifier --run --ssh-option=-p --ssh-option=2222
+"""
+)
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.argument("destination")
+@click.option("--run", is_flag=True, help="Start the service (or check edgenn runs) afterwards.")
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra ssh argument (repeatable).")
+def deploy(bundle_dir: Path, destination: str, run: bool, ssh_options: tuple[str, ...]) -> None:
+    """Copy a bundle to USER@HOST[:PATH] with rsync over ssh and run its install.sh there."""
+    from edgenn.bundle import deploy as run_deploy
+
+    result = run_deploy(bundle_dir, destination, run, list(ssh_options))
+    click.echo(result.output.rstrip())
+    click.echo(f"deployed to {result.destination}" + (" and started" if result.started else ""))

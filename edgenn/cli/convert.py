@@ -1,0 +1,179 @@
+"""``edgenn convert`` and ``edgenn inspect``: a run to a .tflite, and what is in one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgenn import targets
+from edgenn.cli.base import main, print_json
+from edgenn.host.convert import IO_TYPES, PRECISIONS
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  edgenn convert runs/fmnist-cnn --quantize int8 -o models/fmnist-int8.tflite
+  edgenn convert runs/fmnist-cnn --target edgetpu -o coral/model.tflite
+  edgenn convert runs/fmnist-cnn --target micro -o mcu/model.tflite
+  edgenn convert runs/fmnist-mlp --quantize dynamic --target tflite-runtime-2.14 -o pi/mlp.tflite
+  edgenn convert runs/fmnist-cnn --format onnx -o onnx/fmnist-cnn.onnx
+"""
+)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--quantize",
+    type=click.Choice(PRECISIONS),
+    help="Precision [default: the target's: cpu int8, gpu fp16, edgetpu int8, micro int8].",
+)
+@click.option(
+    "--io",
+    "io_type",
+    type=click.Choice(IO_TYPES),
+    help="Input/output type of an int8 model [default: edgetpu uint8, micro int8, else float].",
+)
+@click.option("--target", type=click.Choice(targets.TARGETS), default="cpu", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tflite", "onnx"]),
+    default="tflite",
+    show_default=True,
+    help="onnx: export the float model for ONNX Runtime instead (to compare in edgenn bench).",
+)
+@click.option(
+    "--calibration-samples",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Training examples (stratified) that calibrate int8 ranges.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Fail, writing nothing, when accuracy drops more (points).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="The .tflite to write [default: RUN/model_<quantize>.tflite].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def convert(**opts: Any) -> None:
+    """Convert a trained run to .tflite, score it on the test split and check the target."""
+    from edgenn.host.convert import convert as run_convert
+    from edgenn.host.convert import export_onnx
+
+    if opts["fmt"] == "onnx":
+        if opts["output"] is None:
+            raise click.UsageError("--format onnx needs -o MODEL.onnx")
+        exported = export_onnx(opts["source"], opts["output"], opts["overwrite"], opts["verbose"])
+        if opts["as_json"]:
+            print_json(dataclasses.asdict(exported))
+        else:
+            click.echo(f"{exported.output}: ONNX opset {exported.opset}, {exported.size_bytes:,} B")
+        return
+    result = run_convert(
+        opts["source"],
+        output=opts["output"],
+        quantize=opts["quantize"],
+        io_type=opts["io_type"],
+        target=opts["target"],
+        calibration_samples=opts["calibration_samples"],
+        max_accuracy_drop=opts["max_accuracy_drop"],
+        overwrite=opts["overwrite"],
+        verbose=opts["verbose"],
+        progress=None if opts["as_json"] else lambda m: click.echo(m, err=True),
+    )
+    if opts["as_json"]:
+        print_json(dataclasses.asdict(result))
+        return
+    r = result
+    click.echo(f"{r.output}: {r.quantize} ({r.io} I/O) for {r.target}")
+    click.echo(
+        f"  size {r.size_bytes:,} B ({r.size_ratio:.2f}x the fp32 model's {r.fp32_size_bytes:,} B)"
+    )
+    if r.float_accuracy is not None:
+        click.echo(
+            f"  accuracy on {r.test_examples} test examples: float {r.float_accuracy:.2%}, "
+            f"{r.quantize} {r.converted_accuracy:.2%} (drop {r.accuracy_drop_points:+.2f} points)"
+        )
+    elif r.float_mse is not None:
+        click.echo(f"  test MSE: float {r.float_mse:.4g}, {r.quantize} {r.converted_mse:.4g}")
+    ops = ", ".join(f"{o['op']} v{o['version']} x{o['count']}" for o in r.ops)
+    click.echo(f"  ops: {ops}; min runtime {r.min_runtime_version}")
+    click.echo(
+        targets.TargetReport(
+            **{**r.check, "rows": [targets.OpRow(**row) for row in r.check["rows"]]}
+        ).table()
+    )
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  edgenn inspect runs/fmnist-cnn/model_int8.tflite
+  edgenn inspect model.tflite --target edgetpu
+  edgenn inspect model.tflite --json
+"""
+)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(targets.TARGETS), help="Also check this target.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def inspect(model: Path, target: str | None, as_json: bool) -> None:
+    """Show a .tflite model's inputs, outputs, ops, size, MACs and metadata.
+
+    With --target, also check what runs on that target; the exit code is 1 when the model cannot
+    run there at all (0 when it runs, fully or partly).
+    """
+    from edgenn import artifact, tflite_model
+
+    parsed = tflite_model.load(model)
+    doc = artifact.describe(parsed)
+    report = targets.check(parsed, target) if target else None
+    if as_json:
+        if report is not None:
+            doc["check"] = report.to_dict()
+        print_json(doc)
+        return
+    click.echo(
+        f"{model}: {doc['size_bytes']:,} B ({doc['weight_bytes']:,} B weights, "
+        f"{doc['other_bytes']:,} B graph and metadata), {doc['parameters']:,} parameters, "
+        f"{doc['subgraphs']} subgraph(s)"
+    )
+    for kind in ("inputs", "outputs"):
+        for t in doc[kind]:
+            quant = (
+                f" scale {t['scale']:.6g} zero point {t['zero_point']}"
+                if t["scale"] is not None and not isinstance(t["scale"], list)
+                else ""
+            )
+            click.echo(f"  {kind[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}{quant}")
+    click.echo(f"  {'op':<28} {'ver':>3} {'count':>5} {'MACs':>12}")
+    macs: dict[str, int] = {}
+    for m in doc["macs_per_op"]:
+        macs[m["op"]] = macs.get(m["op"], 0) + m["macs"]
+    for o in doc["ops"]:
+        click.echo(f"  {o['op']:<28} {o['version']:>3} {o['count']:>5} {macs.get(o['op'], 0):>12,}")
+    click.echo(f"  total MACs {doc['macs']:,}; min_runtime_version {doc['min_runtime_version']}")
+    if doc["labels"]:
+        click.echo(f"  labels ({len(doc['labels'])}): {', '.join(doc['labels'][:12])}")
+    if doc["preprocess"]:
+        p = doc["preprocess"]
+        click.echo(
+            f"  preprocess: {p.get('kind')} {p.get('input_shape')} {p.get('color_mode', '')} "
+            f"resize {p.get('resize', '-')} scale {p.get('scale', 1):.6g} offset {p.get('offset', 0)}"
+        )
+    if report is not None:
+        click.echo(report.table())
+        if any(r.status == targets.FAILS for r in report.rows):
+            # Scripts can gate a deployment on the check: the model cannot run on the target.
+            raise SystemExit(1)

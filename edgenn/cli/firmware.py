@@ -1,0 +1,69 @@
+"""``edgenn firmware``: TFLite Micro sources for a microcontroller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgenn.cli.base import main, print_json
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  edgenn firmware runs/fmnist-cnn/model_int8.tflite -o firmware/fmnist --name fmnist
+  edgenn firmware mcu/model.tflite -o arduino/fmnist --layout arduino --arena-margin 20
+  python -m firmware_export mcu/model.tflite -o firmware/fmnist
+"""
+)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to create."
+)
+@click.option("--name", help="C identifier prefix [default: the model file's name].")
+@click.option(
+    "--layout", type=click.Choice(["cmake", "arduino"]), default="cmake", show_default=True
+)
+@click.option(
+    "--arena-margin",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Percent added to the measured minimum tensor arena.",
+)
+@click.option(
+    "--dataset",
+    default="fashion-mnist",
+    show_default=True,
+    help="Test images that verify TFLM against LiteRT (random inputs if they do not fit; none).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def firmware(model: Path, output: Path, **opts: Any) -> None:
+    """Write TFLite Micro sources for an int8 model, verified on the host (bit-exact, compiled)."""
+    from firmware_export.generate import export_firmware, summary
+
+    result = export_firmware(
+        model,
+        output,
+        name=opts["name"],
+        layout=opts["layout"],
+        arena_margin=opts["arena_margin"],
+        overwrite=opts["overwrite"],
+        dataset=None if opts["dataset"] in ("none", "") else opts["dataset"],
+    )
+    if opts["as_json"]:
+        print_json(summary(result))
+        return
+    r = result
+    click.echo(f"{r.output}: {r.layout} sources for {r.name} ({len(r.files)} files)")
+    click.echo(f"  flash {r.flash_bytes:,} B (model)   RAM {r.ram_bytes:,} B (tensor arena)")
+    click.echo(
+        f"  arena: measured minimum {r.arena_min_bytes:,} B + {r.arena_margin_percent:g}% = "
+        f"{r.arena_bytes:,} B; inputs and outputs ({r.io_bytes} B) live inside it"
+    )
+    click.echo(f"  ops: {', '.join(r.ops)}")
+    for check in r.checks:
+        click.echo(f"  verified: {check}")
