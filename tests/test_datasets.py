@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import gzip
 import http.server
+import importlib
+import pkgutil
 import shutil
 import threading
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 from PIL import Image
 
 from edgenn import datasets as data
-from edgenn.datasets import DataSpec
+from edgenn.datasets import DataSpec, fashion_mnist
 from edgenn.errors import EdgennError, UsageError
 
 from .conftest import SAMPLES
@@ -90,7 +93,8 @@ def test_locate_prefers_working_directory_copy(fmnist_dir, tmp_path, monkeypatch
 
 def test_locate_falls_back_to_debian(fmnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "REPO_DATASETS", tmp_path / "nothing")
+    # The module that looks the copy up reads its own global; the package only re-exports it.
+    monkeypatch.setattr(fashion_mnist, "REPO_DATASETS", tmp_path / "nothing")
     assert data.locate_fashion_mnist(allow_download=False) == fmnist_dir
 
 
@@ -353,3 +357,68 @@ def test_data_spec_round_trip(tmp_path):
     assert data.load_data_spec(tmp_path) == spec
     with pytest.raises(EdgennError, match="not an edgenn run directory"):
         data.load_data_spec(tmp_path / "nope")
+
+
+def test_csv_auto_takes_few_integers_as_classes_in_numeric_order(tmp_path):
+    path = tmp_path / "grades.csv"
+    path.write_text("hours,grade\n1,2\n2,10\n3,1\n4,2\n5,10\n6,1\n")
+    ds = data.load_dataset(DataSpec(dataset=str(path), target_column="grade"))
+    assert ds.task == "classification"
+    assert ds.labels == ["1", "2", "10"]  # numeric order, not text order
+    assert ds.y.tolist() == [1, 2, 0, 1, 2, 0]
+
+
+# ----------------------------------------------------------------------------- package layout
+
+
+def test_repo_datasets_is_the_checkout_datasets_folder():
+    # The checkout's own copy sits beside edgenn/, where this repository keeps make_samples.py.
+    assert fashion_mnist.REPO_DATASETS == SAMPLES.parent
+    assert (fashion_mnist.REPO_DATASETS / "make_samples.py").is_file()
+    assert fashion_mnist.CHECKSUM_FILE.is_file()
+
+
+def test_find_idx_prefers_gzip(fmnist_dir, tmp_path):
+    gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    shutil.copy(fmnist_dir / gz.name, gz)
+    assert data.find_idx(tmp_path, "t10k-labels-idx1-ubyte") == gz
+    gz.rename(tmp_path / "t10k-labels-idx1-ubyte")
+    assert data.find_idx(tmp_path, "t10k-labels-idx1-ubyte") == tmp_path / gz.stem
+    assert data.find_idx(tmp_path, "train-labels-idx1-ubyte") is None
+
+
+def _defined_names(module) -> set[str]:
+    """Public names a module defines at top level (not the ones it imports)."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_package_re_exports_every_public_name_of_its_modules():
+    modules = [
+        importlib.import_module(f"edgenn.datasets.{info.name}")
+        for info in pkgutil.iter_modules(data.__path__)
+    ]
+    assert {m.__name__.rsplit(".", 1)[1] for m in modules} >= {
+        "idx",
+        "fashion_mnist",
+        "digits",
+        "image_folder",
+        "csv_table",
+        "splits",
+    }
+    defined: dict[str, str] = {}
+    for module in modules:
+        for name in _defined_names(module):
+            # One owner: no name is defined in two modules of the package.
+            assert name not in defined, f"{name} is defined in {defined.get(name)} and {module}"
+            defined[name] = module.__name__
+            assert getattr(data, name) is getattr(module, name)
+    assert sorted(data.__all__) == sorted(defined)
