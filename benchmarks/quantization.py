@@ -79,6 +79,58 @@ def score_tflm(model: tflite_model.TFLiteFile, x: np.ndarray, y: np.ndarray, are
     return correct / len(y)
 
 
+#: The rows: each precision for the target it suits best, plus the cpu variants to compare.
+CONVERSIONS = (
+    ("fp32", "cpu"),
+    ("fp16", "gpu"),
+    ("dynamic", "cpu"),
+    ("dynamic", "tflite-runtime-2.14"),
+    ("int8", "cpu"),
+    ("int8", "micro"),
+)
+COLUMNS = [
+    ("model", "model"),
+    ("precision", "precision"),
+    ("converted_for", "--target"),
+    ("size_kb", "size KB"),
+    ("keras_float_acc", "Keras float %"),
+    ("litert_acc", "LiteRT %"),
+    ("drop_points", "drop (points)"),
+    ("tflite_runtime_2_14_acc", "tflite-runtime 2.14 %"),
+    ("tflm_acc", "TFLM %"),
+    ("target_check", "check"),
+]
+
+
+def measure(run: Path, name: str, quantize: str, target: str, out_dir: Path, splits, keras_acc):
+    """Convert one way and score the result with every runtime that loads it."""
+    x = splits.model_inputs(splits.x_test)
+    path = out_dir / name / f"{quantize}-{target}.tflite"
+    result = convert(
+        run, path, quantize=quantize, target=target, overwrite=True, max_accuracy_drop=100
+    )
+    model = tflite_model.load(path)
+    litert = float(np.mean(Runner(model).predict(x).argmax(1) == splits.y_test))
+    rt214 = score_tflite_runtime_214(path, x, splits.y_test)
+    tflm = None
+    arena = result.check["details"].get("arena")  # measured by the micro target's check
+    if arena:
+        tflm = score_tflm(model, x, splits.y_test, arena["recommended_bytes"])
+    return {
+        "model": name,
+        "precision": quantize,
+        "converted_for": target,
+        "size_bytes": result.size_bytes,
+        "size_kb": round(result.size_bytes / 1024, 1),
+        "keras_float_acc": round(keras_acc * 100, 2),
+        "litert_acc": round(litert * 100, 2),
+        "drop_points": round((keras_acc - litert) * 100, 2),
+        "tflite_runtime_2_14_acc": round(rt214 * 100, 2) if isinstance(rt214, float) else rt214,
+        "tflm_acc": round(tflm * 100, 2) if tflm is not None else "",
+        "target_check": result.check["verdict"].split(":")[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
@@ -89,62 +141,12 @@ def main() -> None:
         run = args.runs / f"fmnist-{name}"
         splits = data.make_splits(data.load_data_spec(run))
         x = splits.model_inputs(splits.x_test)
-        keras_acc = float(
-            np.mean(
-                load_keras_model(run).predict(x, batch_size=512, verbose=0).argmax(1)
-                == splits.y_test
-            )
-        )
-        for quantize, target in (
-            ("fp32", "cpu"),
-            ("fp16", "gpu"),
-            ("dynamic", "cpu"),
-            ("dynamic", "tflite-runtime-2.14"),
-            ("int8", "cpu"),
-            ("int8", "micro"),
-        ):
-            path = out_dir / name / f"{quantize}-{target}.tflite"
-            result = convert(
-                run, path, quantize=quantize, target=target, overwrite=True, max_accuracy_drop=100
-            )
-            model = tflite_model.load(path)
-            litert = float(np.mean(Runner(model).predict(x).argmax(1) == splits.y_test))
-            rt214 = score_tflite_runtime_214(path, x, splits.y_test)
-            tflm = None
-            if target == "micro":
-                arena = result.check["details"]["arena"]["recommended_bytes"]
-                tflm = score_tflm(model, x, splits.y_test, arena)
-            rows.append(
-                {
-                    "model": name,
-                    "precision": quantize,
-                    "converted_for": target,
-                    "size_bytes": result.size_bytes,
-                    "size_kb": round(result.size_bytes / 1024, 1),
-                    "keras_float_acc": round(keras_acc * 100, 2),
-                    "litert_acc": round(litert * 100, 2),
-                    "drop_points": round((keras_acc - litert) * 100, 2),
-                    "tflite_runtime_2_14_acc": round(rt214 * 100, 2)
-                    if isinstance(rt214, float)
-                    else rt214,
-                    "tflm_acc": round(tflm * 100, 2) if tflm is not None else "",
-                    "target_check": result.check["verdict"].split(":")[0],
-                }
-            )
+        keras_out = load_keras_model(run).predict(x, batch_size=512, verbose=0)
+        keras_acc = float(np.mean(keras_out.argmax(1) == splits.y_test))
+        for quantize, target in CONVERSIONS:
+            rows.append(measure(run, name, quantize, target, out_dir, splits, keras_acc))
             print(json.dumps(rows[-1]), flush=True)
-    columns = [
-        ("model", "model"),
-        ("precision", "precision"),
-        ("converted_for", "--target"),
-        ("size_kb", "size KB"),
-        ("keras_float_acc", "Keras float %"),
-        ("litert_acc", "LiteRT %"),
-        ("drop_points", "drop (points)"),
-        ("tflite_runtime_2_14_acc", "tflite-runtime 2.14 %"),
-        ("tflm_acc", "TFLM %"),
-        ("target_check", "check"),
-    ]
-    report("quantization", rows, columns)
+    report("quantization", rows, COLUMNS)
 
 
 if __name__ == "__main__":

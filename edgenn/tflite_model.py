@@ -299,52 +299,17 @@ def _buffer_bytes(model, index: int, data: bytes) -> bytes | None:
 
 
 def _parse(schema, model, data: bytes, path: Path | None) -> TFLiteFile:
+    """The checked facts of a decoded flatbuffer (every index it holds points inside the file)."""
     label = str(path) if path else "the model"
     if not model.subgraphs:
         raise EdgennError(f"{label} has no subgraph; it is not a runnable TFLite model.")
     names = _builtin_names(schema)
-    codes = model.operatorCodes or []
     nbuffers = len(model.buffers or [])
     ops: list[OpInfo] = []
     main_tensors: list[TensorInfo] = []
     for sg_index, sg in enumerate(model.subgraphs):
         tensors = sg.tensors or []
-        infos = []
-        for t_index, t in enumerate(tensors):
-            if t.buffer < 0 or t.buffer >= max(nbuffers, 1):
-                raise EdgennError(
-                    f"{label}: tensor {t_index} names buffer {t.buffer} of {nbuffers}."
-                )
-            shape = [int(s) for s in (t.shape if t.shape is not None else [])]
-            signature = t.shapeSignature
-            if signature is not None and len(signature) == len(shape):
-                shape = [int(sig) if sig < 0 else s for s, sig in zip(shape, signature)]
-            q = t.quantization
-            scale = [float(s) for s in (q.scale if q is not None and q.scale is not None else [])]
-            zp = [
-                int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])
-            ]
-            const = _buffer_bytes(model, t.buffer, data)
-            try:
-                # Runtimes decode names strictly; a damaged name must fail here, not there.
-                name = t.name.decode("utf-8") if isinstance(t.name, bytes) else str(t.name or "")
-            except UnicodeDecodeError:
-                raise EdgennError(
-                    f"{label}: tensor {t_index} has a damaged name (not UTF-8)."
-                ) from None
-            infos.append(
-                TensorInfo(
-                    index=t_index,
-                    name=name,
-                    shape=shape,
-                    dtype=_DTYPES.get(t.type, f"type{t.type}"),
-                    scale=scale,
-                    zero_point=zp,
-                    is_constant=const is not None,
-                    nbytes=len(const) if const is not None else 0,
-                    data=const,
-                )
-            )
+        infos = [_tensor_info(model, t, t_index, data, label) for t_index, t in enumerate(tensors)]
         for io in (sg.inputs, sg.outputs):
             for i in io if io is not None else []:
                 if not 0 <= i < len(tensors):
@@ -352,48 +317,9 @@ def _parse(schema, model, data: bytes, path: Path | None) -> TFLiteFile:
                         f"{label}: subgraph {sg_index} names tensor {i} of {len(tensors)}."
                     )
         for op_index, op in enumerate(sg.operators or []):
-            if not 0 <= op.opcodeIndex < len(codes):
-                raise EdgennError(
-                    f"{label}: operator {op_index} uses opcode {op.opcodeIndex} of {len(codes)}."
-                )
-            code = codes[op.opcodeIndex]
-            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-            custom = builtin == schema.BuiltinOperator.CUSTOM
-            if custom:
-                raw = code.customCode
-                name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            else:
-                name = names.get(builtin, f"BUILTIN_{builtin}")
-            inputs = [int(i) for i in (op.inputs if op.inputs is not None else [])]
-            outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-            for i in inputs + outputs:
-                if i >= len(tensors) or i < -1:
-                    raise EdgennError(
-                        f"{label}: operator {op_index} names tensor {i} of {len(tensors)}."
-                    )
-            info = OpInfo(
-                index=op_index,
-                subgraph=sg_index,
-                name=name,
-                version=int(code.version),
-                custom=custom,
-                inputs=inputs,
-                outputs=outputs,
-                options=_options_dict(op.builtinOptions),
-            )
-            info.macs = _macs(info, infos)
-            ops.append(info)
+            ops.append(_op_info(schema, model, names, op, op_index, sg_index, infos, label))
         if sg_index == 0:
             main_tensors = infos
-    metadata = {}
-    for entry in model.metadata or []:
-        name = (
-            entry.name.decode("utf-8", "replace")
-            if isinstance(entry.name, bytes)
-            else str(entry.name)
-        )
-        if 0 <= entry.buffer < nbuffers and model.buffers[entry.buffer].data is not None:
-            metadata[name] = bytes(bytearray(model.buffers[entry.buffer].data))
     main = model.subgraphs[0]
     description = model.description
     if isinstance(description, bytes):
@@ -406,9 +332,100 @@ def _parse(schema, model, data: bytes, path: Path | None) -> TFLiteFile:
         ops=ops,
         inputs=[int(i) for i in (main.inputs if main.inputs is not None else [])],
         outputs=[int(i) for i in (main.outputs if main.outputs is not None else [])],
-        metadata=metadata,
+        metadata=_metadata(model, nbuffers),
         description=description or "",
     )
+
+
+def _tensor_info(model, t, t_index: int, data: bytes, label: str) -> TensorInfo:
+    """One tensor, its buffer checked to lie inside the file."""
+    nbuffers = len(model.buffers or [])
+    if t.buffer < 0 or t.buffer >= max(nbuffers, 1):
+        raise EdgennError(f"{label}: tensor {t_index} names buffer {t.buffer} of {nbuffers}.")
+    shape = [int(s) for s in (t.shape if t.shape is not None else [])]
+    signature = t.shapeSignature
+    if signature is not None and len(signature) == len(shape):
+        shape = [int(sig) if sig < 0 else s for s, sig in zip(shape, signature)]
+    q = t.quantization
+    scale = [float(s) for s in (q.scale if q is not None and q.scale is not None else [])]
+    zp = [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])]
+    const = _buffer_bytes(model, t.buffer, data)
+    try:
+        # Runtimes decode names strictly; a damaged name must fail here, not there.
+        name = t.name.decode("utf-8") if isinstance(t.name, bytes) else str(t.name or "")
+    except UnicodeDecodeError:
+        raise EdgennError(f"{label}: tensor {t_index} has a damaged name (not UTF-8).") from None
+    return TensorInfo(
+        index=t_index,
+        name=name,
+        shape=shape,
+        dtype=_DTYPES.get(t.type, f"type{t.type}"),
+        scale=scale,
+        zero_point=zp,
+        is_constant=const is not None,
+        nbytes=len(const) if const is not None else 0,
+        data=const,
+    )
+
+
+def _op_info(
+    schema,
+    model,
+    names: dict[int, str],
+    op,
+    op_index: int,
+    sg_index: int,
+    tensors: list[TensorInfo],
+    label: str,
+) -> OpInfo:
+    """One operator, its opcode and tensor indices checked; MACs counted."""
+    codes = model.operatorCodes or []
+    if not 0 <= op.opcodeIndex < len(codes):
+        raise EdgennError(
+            f"{label}: operator {op_index} uses opcode {op.opcodeIndex} of {len(codes)}."
+        )
+    code = codes[op.opcodeIndex]
+    # Codes above 127 live only in builtinCode (the int8 deprecated field then holds 127); files
+    # older than builtinCode fill only the deprecated field.
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    custom = builtin == schema.BuiltinOperator.CUSTOM
+    if custom:
+        raw = code.customCode
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    else:
+        name = names.get(builtin, f"BUILTIN_{builtin}")
+    inputs = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+    outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+    for i in inputs + outputs:
+        # -1 marks an optional input that is absent.
+        if i >= len(tensors) or i < -1:
+            raise EdgennError(f"{label}: operator {op_index} names tensor {i} of {len(tensors)}.")
+    info = OpInfo(
+        index=op_index,
+        subgraph=sg_index,
+        name=name,
+        version=int(code.version),
+        custom=custom,
+        inputs=inputs,
+        outputs=outputs,
+        options=_options_dict(op.builtinOptions),
+    )
+    info.macs = _macs(info, tensors)
+    return info
+
+
+def _metadata(model, nbuffers: int) -> dict[str, bytes]:
+    """The metadata entries whose buffer holds data, by name."""
+    metadata = {}
+    for entry in model.metadata or []:
+        name = (
+            entry.name.decode("utf-8", "replace")
+            if isinstance(entry.name, bytes)
+            else str(entry.name)
+        )
+        if 0 <= entry.buffer < nbuffers and model.buffers[entry.buffer].data is not None:
+            metadata[name] = bytes(bytearray(model.buffers[entry.buffer].data))
+    return metadata
 
 
 def _macs(op: OpInfo, tensors: list[TensorInfo]) -> int:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgenn import artifact
 from edgenn import datasets as data
 from edgenn.host.convert import convert
 from edgenn.host.train import TrainConfig, train
@@ -45,8 +46,8 @@ def main() -> None:
             result = convert(run, folder / f"{name}.tflite", **kwargs)
             shutil.copy(result.output, OUT / f"{name}.tflite")
             print(f"{name}: {result.size_bytes} B, accuracy {result.converted_accuracy:.2%}")
-        shutil.copy(run / "labels.txt", OUT / "labels.txt")
-        shutil.copy(run / "preprocess.json", OUT / "preprocess.json")
+        for companion in (artifact.LABELS_FILE, artifact.PREPROCESS_FILE):
+            shutil.copy(run / companion, OUT / companion)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgenn import artifact, targets, tflite_model
 from edgenn import datasets as data
-from edgenn import targets, tflite_model
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
 from edgenn.host.convert import convert
@@ -77,7 +77,7 @@ def test_static_batch_one_and_no_shape_ops(converted, mlp_run, tmp_path):
 
 def test_labels_and_preprocessing_travel_with_the_model(converted, cnn_run):
     path = Path(converted["int8"].output)
-    meta = tflite_model.load(path).edgenn_metadata
+    meta = artifact.embedded(tflite_model.load(path))
     assert meta["labels"] == data.FASHION_MNIST_LABELS
     assert meta["preprocess"]["input_shape"] == [28, 28, 1]
     assert (path.parent / "labels.txt").read_text() == (cnn_run.run_dir / "labels.txt").read_text()
@@ -85,6 +85,11 @@ def test_labels_and_preprocessing_travel_with_the_model(converted, cnn_run):
 
 
 def test_io_types_per_target(converted):
+    # Converted without --quantize / --io: the target records' defaults.
+    for key in ("micro", "edgetpu"):
+        record = targets.lookup(key)
+        assert converted[key].quantize == record.default_precision
+        assert converted[key].io == record.default_io
     micro = tflite_model.load(Path(converted["micro"].output))
     tpu = tflite_model.load(Path(converted["edgetpu"].output))
     assert micro.input_details[0].dtype == micro.output_details[0].dtype == "int8"
@@ -214,8 +219,9 @@ def _keras_model_with(tmp_path, build):
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "model.keras")
-    (run / "labels.txt").write_text("".join(f"{c}\n" for c in data.FASHION_MNIST_LABELS))
-    PreprocessSpec.for_images(28, 28, "L").save(run / "preprocess.json")
+    artifact.write_companions(
+        run, data.FASHION_MNIST_LABELS, PreprocessSpec.for_images(28, 28, "L")
+    )
     data.save_data_spec(data.DataSpec(limit=200), run)
     return run
 

@@ -6,24 +6,131 @@ Checks on edgenn's own int8 models (which need TensorFlow to make) are in test_c
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from edgenn import targets, tflite_model
+from edgenn import precision, targets, tflite_model
+from edgenn.errors import UsageError
 from edgenn.targets import edgetpu, gpu, runtime_versions
 from edgenn.targets.micro import smallest_arena
+
+from .conftest import REPO
 
 
 def load(path):
     return tflite_model.load(path)
 
 
-def test_target_list_is_the_cli_choice():
+def _option(command: str, name: str):
     from edgenn.cli import main
 
-    for command in (main.commands["convert"], main.commands["inspect"]):
-        option = next(p for p in command.params if p.name == "target")
-        assert tuple(option.type.choices) == targets.TARGETS
+    return next((p for p in main.commands[command].params if p.name == name), None)
+
+
+def test_cli_target_choices_are_the_registry():
+    for command in ("convert", "inspect"):
+        assert tuple(_option(command, "target").type.choices) == targets.TARGETS
+    # bench measures models on this machine and takes no --target; if it gains one, the same list.
+    bench_target = _option("bench", "target")
+    assert bench_target is None or tuple(bench_target.type.choices) == targets.TARGETS
+    assert _option("convert", "target").default == targets.DEFAULT_TARGET
+    assert targets.TARGETS == tuple(targets.REGISTRY)
+    assert targets.TARGETS == ("cpu", "gpu", "edgetpu", "micro", "tflite-runtime-2.14")
+
+
+def test_cli_convert_choices_and_defaults_are_the_librarys():
+    from edgenn.host import convert
+
+    assert tuple(_option("convert", "quantize").type.choices) == precision.PRECISIONS
+    assert tuple(_option("convert", "io_type").type.choices) == precision.IO_TYPES
+    assert tuple(_option("convert", "fmt").type.choices) == convert.FORMATS
+    assert _option("convert", "fmt").default == convert.FORMATS[0]
+    samples = _option("convert", "calibration_samples").default
+    assert samples == convert.DEFAULT_CALIBRATION_SAMPLES
+    assert _option("convert", "max_accuracy_drop").default == convert.DEFAULT_MAX_ACCURACY_DROP
+    # The help shows each record's defaults, written from the records.
+    quantize_help = _option("convert", "quantize").help
+    io_help = _option("convert", "io_type").help
+    for record in targets.REGISTRY.values():
+        assert f"{record.name} {record.default_precision}" in quantize_help
+        assert (f"{record.name} {record.default_io}" in io_help) == (record.default_io != "float")
+        assert record.help in _option("convert", "target").help
+
+
+def test_record_defaults_are_what_convert_uses():
+    """convert's plan for each target, with no --quantize / --io, is the record's defaults."""
+    from edgenn.host.convert import _plan
+
+    expected = {
+        "cpu": ("int8", "float"),
+        "gpu": ("fp16", "float"),
+        "edgetpu": ("int8", "uint8"),
+        "micro": ("int8", "int8"),
+        "tflite-runtime-2.14": ("int8", "float"),
+    }
+    for name, record in targets.REGISTRY.items():
+        plan = _plan(name, None, None, 1)
+        assert plan.target is record
+        assert (plan.quantize, plan.io) == (record.default_precision, record.default_io)
+        assert (plan.quantize, plan.io) == expected[name]
+        # Another precision keeps float I/O, and a target that needs int8 refuses the rest.
+        for quantize in precision.PRECISIONS:
+            if quantize in record.allowed_precisions:
+                assert _plan(name, quantize, None, 1).io == record.io_for(quantize)
+            else:
+                with pytest.raises(UsageError, match=f"--target {name} needs a fully int8 model"):
+                    _plan(name, quantize, None, 1)
+    assert targets.lookup("gpu").io_for("fp16") == "float"
+
+
+def test_unknown_option_names_the_valid_ones(sine_float):
+    model = load(sine_float)
+    with pytest.raises(UsageError, match="Unknown option 'arena_margn' for target micro") as exc:
+        targets.check(model, "micro", arena_margn=20)
+    assert "valid options: arena_margin." in str(exc.value)
+    with pytest.raises(UsageError, match="valid options: output_dir, compile"):
+        targets.check(model, "edgetpu", compiled=False)
+    with pytest.raises(UsageError, match="target cpu; valid options: none"):
+        targets.check(model, "cpu", compile=False)
+    with pytest.raises(UsageError, match="arena_margin='10' of target micro: expected float"):
+        targets.check(model, "micro", arena_margin="10")
+    with pytest.raises(UsageError, match="expected bool"):
+        targets.check(model, "edgetpu", compile="no")
+
+
+def test_options_reach_the_check(sine_float, tmp_path):
+    report = targets.check(load(sine_float), "micro", arena_margin=50)
+    assert report.details["arena"]["margin_percent"] == 50
+    assert (
+        report.details["arena"]["recommended_bytes"]
+        >= report.details["arena"]["minimum_bytes"] * 1.5
+    )
+    # A str path is taken as a Path; a float model is refused before anything is compiled.
+    tpu = targets.check(load(sine_float), "edgetpu", output_dir=str(tmp_path), compile=True)
+    assert not tpu.ok and list(tmp_path.iterdir()) == []
+
+
+def test_record_options_are_the_check_signatures():
+    import inspect
+
+    for record in targets.REGISTRY.values():
+        params = list(inspect.signature(record.check.load()).parameters.values())[1:]
+        keywords = [p.name for p in params if p.kind is not p.VAR_KEYWORD]
+        assert tuple(keywords) == record.option_names, record.name
+        assert set(record.unwritten_options) <= set(record.option_names)
+
+
+def test_listing_targets_imports_no_check():
+    code = (
+        "import sys, edgenn.targets as t; t.lookup('micro'); "
+        "print(sorted(m for m in sys.modules if m.startswith('edgenn.targets.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
 
 
 # ---- cpu: the real runtime
@@ -169,7 +276,5 @@ def test_reports_serialize(face_detection):
 
 
 def test_unknown_target():
-    from edgenn.errors import UsageError
-
-    with pytest.raises(UsageError, match="Unknown target"):
+    with pytest.raises(UsageError, match="Unknown target 'tpu'; expected one of cpu, gpu, edgetpu"):
         targets.check(None, "tpu")

@@ -10,7 +10,27 @@ import click
 
 from edgenn import targets
 from edgenn.cli.base import main, print_json
-from edgenn.host.convert import IO_TYPES, PRECISIONS
+from edgenn.host.convert import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_MAX_ACCURACY_DROP,
+    FORMATS,
+    ONNX,
+    TFLITE,
+    ConvertResult,
+)
+from edgenn.precision import FLOAT_IO, INT8, IO_TYPES, PRECISIONS
+
+# Help texts built from the target records, so that a new target or default shows up by itself.
+TARGET_LIST = "; ".join(f"{t.name}: {t.help}" for t in targets.REGISTRY.values())
+QUANTIZE_HELP = "Precision [default: the target's: {}].".format(
+    ", ".join(f"{t.name} {t.default_precision}" for t in targets.REGISTRY.values())
+)
+IO_HELP = f"Input/output type of an {INT8} model [default: {{}}].".format(
+    ", ".join(
+        [f"{t.name} {t.default_io}" for t in targets.REGISTRY.values() if t.default_io != FLOAT_IO]
+        + [f"else {FLOAT_IO}"]
+    )
+)
 
 
 @main.command(
@@ -24,37 +44,34 @@ Examples:
 """
 )
 @click.argument("source", type=click.Path(path_type=Path))
+@click.option("--quantize", type=click.Choice(PRECISIONS), help=QUANTIZE_HELP)
+@click.option("--io", "io_type", type=click.Choice(IO_TYPES), help=IO_HELP)
 @click.option(
-    "--quantize",
-    type=click.Choice(PRECISIONS),
-    help="Precision [default: the target's: cpu int8, gpu fp16, edgetpu int8, micro int8].",
+    "--target",
+    type=click.Choice(targets.TARGETS),
+    default=targets.DEFAULT_TARGET,
+    show_default=True,
+    help=f"Where the model will run. {TARGET_LIST}.",
 )
-@click.option(
-    "--io",
-    "io_type",
-    type=click.Choice(IO_TYPES),
-    help="Input/output type of an int8 model [default: edgetpu uint8, micro int8, else float].",
-)
-@click.option("--target", type=click.Choice(targets.TARGETS), default="cpu", show_default=True)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["tflite", "onnx"]),
-    default="tflite",
+    type=click.Choice(FORMATS),
+    default=TFLITE,
     show_default=True,
-    help="onnx: export the float model for ONNX Runtime instead (to compare in edgenn bench).",
+    help=f"{ONNX}: export the float model for ONNX Runtime instead (to compare in edgenn bench).",
 )
 @click.option(
     "--calibration-samples",
     type=int,
-    default=300,
+    default=DEFAULT_CALIBRATION_SAMPLES,
     show_default=True,
     help="Training examples (stratified) that calibrate int8 ranges.",
 )
 @click.option(
     "--max-accuracy-drop",
     type=float,
-    default=1.0,
+    default=DEFAULT_MAX_ACCURACY_DROP,
     show_default=True,
     help="Fail, writing nothing, when accuracy drops more (points).",
 )
@@ -70,16 +87,9 @@ Examples:
 def convert(**opts: Any) -> None:
     """Convert a trained run to .tflite, score it on the test split and check the target."""
     from edgenn.host.convert import convert as run_convert
-    from edgenn.host.convert import export_onnx
 
-    if opts["fmt"] == "onnx":
-        if opts["output"] is None:
-            raise click.UsageError("--format onnx needs -o MODEL.onnx")
-        exported = export_onnx(opts["source"], opts["output"], opts["overwrite"], opts["verbose"])
-        if opts["as_json"]:
-            print_json(dataclasses.asdict(exported))
-        else:
-            click.echo(f"{exported.output}: ONNX opset {exported.opset}, {exported.size_bytes:,} B")
+    if opts["fmt"] == ONNX:
+        _export_onnx(opts)
         return
     result = run_convert(
         opts["source"],
@@ -95,8 +105,25 @@ def convert(**opts: Any) -> None:
     )
     if opts["as_json"]:
         print_json(dataclasses.asdict(result))
-        return
-    r = result
+    else:
+        _print_conversion(result)
+
+
+def _export_onnx(opts: dict[str, Any]) -> None:
+    """``--format onnx``: the float model for ONNX Runtime."""
+    from edgenn.host.convert import export_onnx
+
+    if opts["output"] is None:
+        raise click.UsageError(f"--format {ONNX} needs -o MODEL.onnx")
+    exported = export_onnx(opts["source"], opts["output"], opts["overwrite"], opts["verbose"])
+    if opts["as_json"]:
+        print_json(dataclasses.asdict(exported))
+    else:
+        click.echo(f"{exported.output}: ONNX opset {exported.opset}, {exported.size_bytes:,} B")
+
+
+def _print_conversion(r: ConvertResult) -> None:
+    """Sizes, scores, ops and the target's table, for people."""
     click.echo(f"{r.output}: {r.quantize} ({r.io} I/O) for {r.target}")
     click.echo(
         f"  size {r.size_bytes:,} B ({r.size_ratio:.2f}x the fp32 model's {r.fp32_size_bytes:,} B)"
@@ -126,7 +153,11 @@ Examples:
 """
 )
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=click.Choice(targets.TARGETS), help="Also check this target.")
+@click.option(
+    "--target",
+    type=click.Choice(targets.TARGETS),
+    help=f"Also check what runs on this target. {TARGET_LIST}.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def inspect(model: Path, target: str | None, as_json: bool) -> None:
     """Show a .tflite model's inputs, outputs, ops, size, MACs and metadata.
@@ -144,6 +175,16 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
             doc["check"] = report.to_dict()
         print_json(doc)
         return
+    _print_description(model, doc)
+    if report is not None:
+        click.echo(report.table())
+        if any(r.status == targets.FAILS for r in report.rows):
+            # Scripts can gate a deployment on the check: the model cannot run on the target.
+            raise SystemExit(1)
+
+
+def _print_description(model: Path, doc: dict[str, Any]) -> None:
+    """What is in a .tflite (:func:`edgenn.artifact.describe`), for people."""
     click.echo(
         f"{model}: {doc['size_bytes']:,} B ({doc['weight_bytes']:,} B weights, "
         f"{doc['other_bytes']:,} B graph and metadata), {doc['parameters']:,} parameters, "
@@ -172,8 +213,3 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
             f"  preprocess: {p.get('kind')} {p.get('input_shape')} {p.get('color_mode', '')} "
             f"resize {p.get('resize', '-')} scale {p.get('scale', 1):.6g} offset {p.get('offset', 0)}"
         )
-    if report is not None:
-        click.echo(report.table())
-        if any(r.status == targets.FAILS for r in report.rows):
-            # Scripts can gate a deployment on the check: the model cannot run on the target.
-            raise SystemExit(1)

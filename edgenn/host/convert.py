@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,27 @@ from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, refuse_existing
 from edgenn.host import models
 from edgenn.host.tfutil import import_tensorflow, quiet_stderr
+from edgenn.precision import (
+    DYNAMIC,
+    FLOAT_IO,
+    FP16,
+    FP32,
+    INT8,
+    INT8_IO,
+    IO_TYPES,
+    PRECISIONS,
+    UINT8_IO,
+)
 from edgenn.preprocess import PreprocessSpec
 from edgenn.runtime import Runner
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-IO_TYPES = ("float", "int8", "uint8")
-#: What each target gets when --quantize / --io are not given.
-TARGET_DEFAULTS = {
-    "cpu": ("int8", "float"),
-    "gpu": ("fp16", "float"),  # what phone GPU delegates prefer: fp16 weights, float I/O
-    "edgetpu": ("int8", "uint8"),
-    "micro": ("int8", "int8"),
-    "tflite-runtime-2.14": ("int8", "float"),
-}
+#: ``edgenn convert --format``: a .tflite for LiteRT, or the float model as ONNX (to compare).
+TFLITE = "tflite"
+ONNX = "onnx"
+FORMATS = (TFLITE, ONNX)
 DEFAULT_CALIBRATION_SAMPLES = 300
+#: Accuracy points a conversion may lose before it is refused (nothing is written).
+DEFAULT_MAX_ACCURACY_DROP = 1.0
 
 
 @dataclasses.dataclass
@@ -124,17 +132,19 @@ def _static_batch_model(keras, model, spec: PreprocessSpec):
     return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
-def _convert_bytes(tf, keras_model, quantize: str, io_type: str, target: str, rep_data, verbose):
+def _convert_bytes(
+    tf, keras_model, quantize: str, io_type: str, target: targets.Target, rep_data, verbose: bool
+) -> bytes:
+    """One TFLiteConverter run; the converter's own output is kept off the terminal."""
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    if quantize in ("fp16", "dynamic", "int8"):
+    if quantize in (FP16, DYNAMIC, INT8):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "fp16":
+    if quantize == FP16:
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "dynamic" and target == "tflite-runtime-2.14":
-        # Per-channel dynamic-range dense layers are FULLY_CONNECTED v12, which tflite-runtime
-        # 2.14 cannot load (it stops at v10); per-tensor quantization gives v9.
+    if quantize == DYNAMIC and target.per_tensor_dense_layers:
+        # See the target's record: its runtime cannot load per-channel dense layers.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    if quantize == "int8":
+    if quantize == INT8:
         if rep_data is None:
             raise EdgennError(
                 "int8 quantization needs calibration data from the training split, and this run "
@@ -143,7 +153,7 @@ def _convert_bytes(tf, keras_model, quantize: str, io_type: str, target: str, re
             )
         converter.representative_dataset = lambda: ([x[None]] for x in rep_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io_type]
+        dtype = {FLOAT_IO: tf.float32, INT8_IO: tf.int8, UINT8_IO: tf.uint8}[io_type]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     # The converter prints a "Saved artifact" block to stdout and C++ logs to fd 2.
@@ -164,26 +174,61 @@ def _score(task: str, outputs: np.ndarray, y: np.ndarray, spec: PreprocessSpec) 
     return classify.accuracy(outputs, y)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one conversion makes: for which target, at which precision, with which I/O type."""
+
+    target: targets.Target
+    quantize: str
+    io: str
+
+
+@dataclasses.dataclass
+class _Scores:
+    """The Keras model and the converted one on the test split (``task`` None: not scored)."""
+
+    task: str | None = None
+    float_score: float | None = None
+    converted_score: float | None = None
+    examples: int = 0
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classification"
+
+    @property
+    def regression(self) -> bool:
+        return self.task is not None and not self.classification
+
+    @property
+    def drop(self) -> float | None:
+        """Accuracy points lost (classification only)."""
+        if not self.classification:
+            return None
+        return (self.float_score - self.converted_score) * 100
+
+
 def convert(
     source: Path,
     output: Path | None = None,
     quantize: str | None = None,
     io_type: str | None = None,
-    target: str = "cpu",
+    target: str = targets.DEFAULT_TARGET,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-    max_accuracy_drop: float = 1.0,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     overwrite: bool = False,
     verbose: bool = False,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
 ) -> ConvertResult:
     """Convert a trained model to .tflite, check its accuracy and its target.
 
     Args:
         source: Run directory or ``.keras`` file.
         output: The .tflite to write (default: ``model_<quantize>.tflite`` in the run directory).
-        quantize: fp32, fp16, dynamic or int8 (default: the target's).
-        io_type: float, int8 or uint8 input/output (int8 quantization only; default: target's).
-        target: cpu, gpu, edgetpu, micro or tflite-runtime-2.14.
+        quantize: A precision of :data:`edgenn.precision.PRECISIONS` (default: the target's).
+        io_type: Input/output type of :data:`edgenn.precision.IO_TYPES` (int8 quantization
+            only; default: the target's).
+        target: A name of :data:`edgenn.targets.TARGETS`.
         calibration_samples: Training examples that calibrate int8 ranges (stratified).
         max_accuracy_drop: Fail, writing nothing, when accuracy drops more (points).
         overwrite: Replace an existing output.
@@ -198,114 +243,171 @@ def convert(
         EdgennError: Missing inputs, a failed conversion or too large an accuracy drop.
     """
     say = progress or (lambda message: None)
-    if target not in targets.TARGETS:
-        raise UsageError(
-            f"Unknown target {target!r}; expected one of {', '.join(targets.TARGETS)}."
-        )
-    default_q, default_io = TARGET_DEFAULTS[target]
-    quantize = quantize or default_q
-    io_type = io_type or (default_io if quantize == "int8" else "float")
+    plan = _plan(target, quantize, io_type, calibration_samples)
+    src = resolve_source(Path(source))
+    output = _output_path(output, src, plan.quantize, overwrite)
+    tf = import_tensorflow("edgenn convert", verbose)
+    keras_model = models.load_keras_model(src.model_path)
+    splits = data_mod.make_splits(src.data) if src.data is not None else None
+    rep = _calibration_inputs(splits, src, plan.quantize, calibration_samples)
+    say(f"converting {src.model_path} to {plan.quantize} ({plan.io} I/O) for {target}")
+    model_bytes, fp32_size = _convert_and_embed(tf, keras_model, src, plan, rep, verbose)
+    parsed = tflite_model.load(model_bytes)
+    scores = _score_on_test(keras_model, parsed, splits, src.spec, say)
+    _refuse_accuracy_drop(scores, plan.quantize, max_accuracy_drop)
+    say(f"checking the {target} target")
+    report = _check_target(parsed, plan.target)
+    artifact.check_companions_free(output.parent, src.labels, src.spec, overwrite)
+    atomic_write_bytes(output, model_bytes)
+    artifact.write_companions(output.parent, src.labels, src.spec)
+    if plan.target.recheck_after_write:
+        report = plan.target.run(tflite_model.load(output))
+    return _result(output, plan, model_bytes, fp32_size, parsed, scores, rep, report)
+
+
+def _plan(target: str, quantize: str | None, io_type: str | None, samples: int) -> _Plan:
+    """The target's record, and the precision and I/O type (the target's defaults if not given).
+
+    Raises:
+        UsageError: An unknown name, or a combination the target or the converter refuses.
+    """
+    record = targets.lookup(target)
+    quantize = quantize or record.default_precision
+    io_type = io_type or record.io_for(quantize)
     if quantize not in PRECISIONS:
         raise UsageError(
             f"Unknown --quantize {quantize!r}; expected one of {', '.join(PRECISIONS)}."
         )
     if io_type not in IO_TYPES:
         raise UsageError(f"Unknown --io {io_type!r}; expected one of {', '.join(IO_TYPES)}.")
-    if io_type != "float" and quantize != "int8":
+    if io_type != FLOAT_IO and quantize != INT8:
         raise UsageError(
-            f"--io {io_type} needs --quantize int8; a {quantize} model keeps float inputs and outputs."
+            f"--io {io_type} needs --quantize {INT8}; a {quantize} model keeps float inputs and outputs."
         )
-    if target in ("edgetpu", "micro") and quantize != "int8":
+    if quantize not in record.allowed_precisions:
         raise UsageError(
-            f"--target {target} needs a fully int8 model; received --quantize {quantize}. "
-            f"Use: edgenn convert RUN --target {target}"
+            f"--target {target} needs a fully {'/'.join(record.allowed_precisions)} model; "
+            f"received --quantize {quantize}. Use: edgenn convert RUN --target {target}"
         )
-    if calibration_samples < 1:
-        raise UsageError(
-            f"--calibration-samples must be at least 1; received {calibration_samples}."
-        )
-    src = resolve_source(Path(source))
-    folder = src.model_path.parent
-    output = Path(output) if output else folder / f"model_{quantize}.tflite"
+    if samples < 1:
+        raise UsageError(f"--calibration-samples must be at least 1; received {samples}.")
+    return _Plan(record, quantize, io_type)
+
+
+def _output_path(output: Path | None, src: Source, quantize: str, overwrite: bool) -> Path:
+    """The .tflite to write, refused if it exists and ``overwrite`` is off."""
+    output = Path(output) if output else src.model_path.parent / f"model_{quantize}.tflite"
     if output.suffix != ".tflite":
         raise UsageError(f"-o {output} should end in .tflite.")
     refuse_existing(output, overwrite)
+    return output
 
-    tf = import_tensorflow("edgenn convert", verbose)
-    keras_model = models.load_keras_model(src.model_path)
+
+def _calibration_inputs(
+    splits: data_mod.Splits | None, src: Source, quantize: str, samples: int
+) -> np.ndarray | None:
+    """Model inputs of a stratified sample of the training split (int8 only)."""
+    if quantize != INT8 or splits is None:
+        return None
+    picked = data_mod.representative_sample(
+        splits.x_train, splits.y_train, samples, seed=src.data.seed, task=splits.task
+    )
+    return splits.model_inputs(picked)
+
+
+def _convert_and_embed(
+    tf, keras_model, src: Source, plan: _Plan, rep: np.ndarray | None, verbose: bool
+) -> tuple[bytes, int]:
+    """The converted model with its labels and recipe embedded, and the fp32 model's size."""
     static = _static_batch_model(tf.keras, keras_model, src.spec)
-
-    splits = data_mod.make_splits(src.data) if src.data is not None else None
-    rep = None
-    if quantize == "int8" and splits is not None:
-        picked = data_mod.representative_sample(
-            splits.x_train,
-            splits.y_train,
-            calibration_samples,
-            seed=src.data.seed,
-            task=splits.task,
-        )
-        rep = splits.model_inputs(picked)
-    say(f"converting {src.model_path} to {quantize} ({io_type} I/O) for {target}")
-    fp32_bytes = _convert_bytes(tf, static, "fp32", "float", target, None, verbose)
+    fp32_bytes = _convert_bytes(tf, static, FP32, FLOAT_IO, plan.target, None, verbose)
     model_bytes = (
         fp32_bytes
-        if quantize == "fp32"
-        else _convert_bytes(tf, static, quantize, io_type, target, rep, verbose)
+        if plan.quantize == FP32
+        else _convert_bytes(tf, static, plan.quantize, plan.io, plan.target, rep, verbose)
     )
-    facts = {"quantize": quantize, "io": io_type, "target": target, "source": str(src.model_path)}
+    facts = {
+        "quantize": plan.quantize,
+        "io": plan.io,
+        "target": plan.target.name,
+        "source": str(src.model_path),
+    }
     model_bytes = artifact.embed(model_bytes, src.labels, src.spec, **facts)
     # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
     fp32_size = len(artifact.embed(fp32_bytes, src.labels, src.spec, **facts))
-    parsed = tflite_model.load(model_bytes)
+    return model_bytes, fp32_size
 
-    float_score = converted_score = None
-    n_test = 0
-    if splits is not None:
-        say(f"scoring on the test split ({len(splits.y_test)} examples) with the device runtime")
-        x_test = splits.model_inputs(splits.x_test)
-        float_out = keras_model.predict(x_test, batch_size=256, verbose=0)
-        runner = Runner(parsed)
-        tflite_out = runner.predict(x_test)
-        float_score = _score(splits.task, float_out, splits.y_test, src.spec)
-        converted_score = _score(splits.task, tflite_out, splits.y_test, src.spec)
-        n_test = len(splits.y_test)
-    classification = splits is not None and splits.task == "classification"
-    drop = (float_score - converted_score) * 100 if classification else None
+
+def _score_on_test(
+    keras_model,
+    parsed: tflite_model.TFLiteFile,
+    splits: data_mod.Splits | None,
+    spec: PreprocessSpec,
+    say: Callable[[str], None],
+) -> _Scores:
+    """Keras and the device runtime (the code a Pi runs) on the test split, when there is one."""
+    if splits is None:
+        return _Scores()
+    say(f"scoring on the test split ({len(splits.y_test)} examples) with the device runtime")
+    x_test = splits.model_inputs(splits.x_test)
+    float_out = keras_model.predict(x_test, batch_size=256, verbose=0)
+    tflite_out = Runner(parsed).predict(x_test)
+    return _Scores(
+        task=splits.task,
+        float_score=_score(splits.task, float_out, splits.y_test, spec),
+        converted_score=_score(splits.task, tflite_out, splits.y_test, spec),
+        examples=len(splits.y_test),
+    )
+
+
+def _refuse_accuracy_drop(scores: _Scores, quantize: str, max_accuracy_drop: float) -> None:
+    """Stop before anything is written when the conversion lost too much accuracy."""
+    drop = scores.drop
     if drop is not None and drop > max_accuracy_drop:
         raise EdgennError(
-            f"{quantize} conversion lost {drop:.2f} accuracy points ({float_score:.2%} float -> "
-            f"{converted_score:.2%}), more than --max-accuracy-drop {max_accuracy_drop}; "
-            "nothing was written.",
+            f"{quantize} conversion lost {drop:.2f} accuracy points ({scores.float_score:.2%} "
+            f"float -> {scores.converted_score:.2%}), more than --max-accuracy-drop "
+            f"{max_accuracy_drop}; nothing was written.",
             "Try --calibration-samples 1000, another --quantize, or raise --max-accuracy-drop.",
         )
-    say(f"checking the {target} target")
-    report = targets.check(parsed, target, compile=False)
-    failing = [r for r in report.rows if r.status == targets.FAILS]
-    if failing:
+
+
+def _check_target(parsed: tflite_model.TFLiteFile, target: targets.Target) -> targets.TargetReport:
+    """The target's check on the bytes in memory; refuses a model that cannot run there at all."""
+    report = target.run(parsed, **target.unwritten_options)
+    if any(r.status == targets.FAILS for r in report.rows):
         raise EdgennError(
-            f"The converted model cannot run on {target}; nothing was written. {report.verdict}"
+            f"The converted model cannot run on {target.name}; nothing was written. {report.verdict}"
         )
-    artifact.check_companions_free(output.parent, src.labels, src.spec, overwrite)
-    atomic_write_bytes(output, model_bytes)
-    artifact.write_companions(output.parent, src.labels, src.spec)
-    if target == "edgetpu":
-        # With the file in place the real compiler (when installed) can write *_edgetpu.tflite.
-        report = targets.check(tflite_model.load(output), target)
+    return report
+
+
+def _result(
+    output: Path,
+    plan: _Plan,
+    model_bytes: bytes,
+    fp32_size: int,
+    parsed: tflite_model.TFLiteFile,
+    scores: _Scores,
+    rep: np.ndarray | None,
+    report: targets.TargetReport,
+) -> ConvertResult:
+    """The figures ``--json`` prints: sizes, scores, ops and the target's report."""
+    drop = scores.drop
     return ConvertResult(
         output=str(output),
-        quantize=quantize,
-        io=io_type,
-        target=target,
+        quantize=plan.quantize,
+        io=plan.io,
+        target=plan.target.name,
         size_bytes=len(model_bytes),
         fp32_size_bytes=fp32_size,
         size_ratio=round(len(model_bytes) / fp32_size, 4),
-        float_accuracy=float_score if classification else None,
-        converted_accuracy=converted_score if classification else None,
+        float_accuracy=scores.float_score if scores.classification else None,
+        converted_accuracy=scores.converted_score if scores.classification else None,
         accuracy_drop_points=round(drop, 3) if drop is not None else None,
-        float_mse=float_score if splits is not None and not classification else None,
-        converted_mse=converted_score if splits is not None and not classification else None,
-        test_examples=n_test,
+        float_mse=scores.float_score if scores.regression else None,
+        converted_mse=scores.converted_score if scores.regression else None,
+        test_examples=scores.examples,
         calibration_samples=len(rep) if rep is not None else 0,
         ops=[{"op": n, "version": v, "count": c} for n, v, c in parsed.op_counts],
         min_runtime_version=parsed.min_runtime_version,
@@ -368,10 +470,9 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(output, payload)
     artifact.write_companions(output.parent, src.labels, src.spec)
+    onnx = optional.require("onnx", "ONNX export")
     opset = None
     try:
-        import onnx
-
         opset = int(onnx.load_from_string(payload).opset_import[0].version)
     except Exception:  # noqa: BLE001 - the opset is informative only
         pass

@@ -74,6 +74,15 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
     if op.name not in SUPPORTED_OPS:
         return f"{op.name} is not in the Edge TPU's supported-op table"
     operands = _operands(op, tensors)
+    return (
+        _tensor_problem(operands)
+        or _limitation(op, tensors)
+        or (_batch_axis_problem(op, operands) if op.name in NO_BATCH_AXIS else "")
+    )
+
+
+def _tensor_problem(operands: list[TensorInfo]) -> str:
+    """The rules on the data tensors: 8-bit, at most 3 dimensions larger than 1."""
     for t in operands:
         if not t.is_constant and t.dtype not in ("int8", "uint8"):
             return f"tensor {t.name!r} is {t.dtype}; the Edge TPU runs 8-bit quantized tensors only"
@@ -81,6 +90,11 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
         # are laid out by the compiler and are not limited.
         if not t.is_constant and _non_unit(t.shape) > 3:
             return f"tensor {t.name!r} {t.shape} has more than 3 dimensions larger than 1"
+    return ""
+
+
+def _limitation(op: OpInfo, tensors: list[TensorInfo]) -> str:
+    """The per-op limitations of the supported-op table (options and shapes)."""
     opts = op.options
     if op.name in NO_FUSED_ACTIVATION and opts.get("fusedActivationFunction", 0) != 0:
         return f"{op.name} with a fused activation function is not supported"
@@ -104,26 +118,30 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
         shape = tensors[op.inputs[0]].shape
         if len(shape) == 4 and shape[0] != 1:
             return f"{op.name} input/output must be a 3-dimensional tensor (batch 1)"
-    if op.name in NO_BATCH_AXIS:
-        for t in operands:
-            values = t.constant() if t.is_constant else None
-            if values is None or t.dtype not in ("int32", "int64"):
-                continue
-            axes = values.reshape(-1) if op.name != "PAD" else values.reshape(-1, 2)[0]
-            if op.name == "PAD":
-                if np.any(axes != 0):
-                    return "PAD may not pad the batch dimension"
-            elif op.name in ("SPLIT",) and np.any(axes == 0):
-                return "SPLIT may not split the batch dimension"
-            elif op.name != "SPLIT" and np.any(axes == 0):
-                return f"{op.name} may not operate on the batch dimension"
-        if op.name == "PACK" and opts.get("axis", 1) == 0:
-            return "PACK may not pack along the batch dimension"
+    return ""
+
+
+def _batch_axis_problem(op: OpInfo, operands: list[TensorInfo]) -> str:
+    """Reductions, PAD, SPLIT and PACK may not touch the batch dimension (axis 0)."""
+    for t in operands:
+        values = t.constant() if t.is_constant else None
+        if values is None or t.dtype not in ("int32", "int64"):
+            continue
+        axes = values.reshape(-1) if op.name != "PAD" else values.reshape(-1, 2)[0]
+        if op.name == "PAD":
+            if np.any(axes != 0):
+                return "PAD may not pad the batch dimension"
+        elif op.name in ("SPLIT",) and np.any(axes == 0):
+            return "SPLIT may not split the batch dimension"
+        elif op.name != "SPLIT" and np.any(axes == 0):
+            return f"{op.name} may not operate on the batch dimension"
+    if op.name == "PACK" and op.options.get("axis", 1) == 0:
+        return "PACK may not pack along the batch dimension"
     return ""
 
 
 def check_edgetpu(
-    model: TFLiteFile, output_dir: Path | None = None, compile: bool = True, **_: Any
+    model: TFLiteFile, output_dir: Path | None = None, compile: bool = True
 ) -> TargetReport:
     """Check a model against the Edge TPU compiler's requirements (and compile it if possible).
 
@@ -136,40 +154,8 @@ def check_edgetpu(
     Returns:
         The report. ``ok`` means every op maps to the Edge TPU.
     """
-    tensors = model.tensors
-    notes: list[str] = []
-    hard: list[str] = []
-    io = model.input_details + model.output_details
-    float_io = [t for t in io if t.dtype not in ("int8", "uint8")]
-    if float_io:
-        names = ", ".join(f"{t.name} ({t.dtype})" for t in float_io)
-        hard.append(f"inputs/outputs must be uint8 or int8; found {names}")
-    if not {"int8", "uint8"} & model.dtypes:
-        hard.append("the model is not quantized (no 8-bit activations)")
-    dynamic = [t for t in tensors if any(s < 0 for s in t.shape)]
-    if dynamic:
-        hard.append(
-            f"{len(dynamic)} tensors have dynamic shapes, e.g. {dynamic[0].name} {dynamic[0].shape}"
-        )
-    if model.subgraphs > 1:
-        notes.append(f"{model.subgraphs} subgraphs: only the main one is mapped")
-
-    rows: list[OpRow] = []
-    split_at = None
-    for op in (o for o in model.ops if o.subgraph == 0):
-        if split_at is not None:
-            rows.append(
-                OpRow(op.index, op.name, op.version, FALLS_BACK,
-                      f"after op #{split_at}: the compiler splits the graph once")
-            )  # fmt: skip
-            continue
-        problem = op_problem(op, tensors)
-        if problem:
-            split_at = op.index
-            rows.append(OpRow(op.index, op.name, op.version, FALLS_BACK, problem))
-        else:
-            rows.append(OpRow(op.index, op.name, op.version, RUNS))
-    mapped = sum(r.status == RUNS for r in rows)
+    hard, notes = _model_problems(model)
+    rows, split_at = _map_ops(model)
     if hard:
         for r in rows:
             r.status, r.reason = FAILS, "the compiler refuses the whole model (see verdict)"
@@ -180,18 +166,58 @@ def check_edgetpu(
             "FAILS: " + "; ".join(hard) + ". Convert with: edgenn convert RUN --target edgetpu "
             "(full int8, uint8 I/O)"
         )
-        ok = False
     elif split_at is not None:
+        mapped = sum(r.status == RUNS for r in rows)
         verdict = (
             f"PARTIAL: {mapped} of {len(rows)} ops map to the Edge TPU; op #{split_at} "
             f"({rows[split_at].op if split_at < len(rows) else '?'}) and everything after it run on the CPU."
         )
-        ok = False
     else:
         verdict = f"OK: all {len(rows)} ops map to the Edge TPU (as the compiler's rules say)."
-        ok = True
+    ok = not hard and split_at is None
     details = _run_compiler(model, output_dir, notes) if compile and not hard else {}
     return TargetReport("edgetpu", ok, verdict, rows, notes, details)
+
+
+def _model_problems(model: TFLiteFile) -> tuple[list[str], list[str]]:
+    """What makes the compiler refuse the whole model, and model-level notes."""
+    notes: list[str] = []
+    hard: list[str] = []
+    io = model.input_details + model.output_details
+    float_io = [t for t in io if t.dtype not in ("int8", "uint8")]
+    if float_io:
+        names = ", ".join(f"{t.name} ({t.dtype})" for t in float_io)
+        hard.append(f"inputs/outputs must be uint8 or int8; found {names}")
+    if not {"int8", "uint8"} & model.dtypes:
+        hard.append("the model is not quantized (no 8-bit activations)")
+    dynamic = [t for t in model.tensors if any(s < 0 for s in t.shape)]
+    if dynamic:
+        hard.append(
+            f"{len(dynamic)} tensors have dynamic shapes, e.g. {dynamic[0].name} {dynamic[0].shape}"
+        )
+    if model.subgraphs > 1:
+        notes.append(f"{model.subgraphs} subgraphs: only the main one is mapped")
+    return hard, notes
+
+
+def _map_ops(model: TFLiteFile) -> tuple[list[OpRow], int | None]:
+    """One row per op of the main graph, and the op where the compiler splits it (if any)."""
+    rows: list[OpRow] = []
+    split_at = None
+    for op in (o for o in model.ops if o.subgraph == 0):
+        if split_at is not None:
+            rows.append(
+                OpRow(op.index, op.name, op.version, FALLS_BACK,
+                      f"after op #{split_at}: the compiler splits the graph once")
+            )  # fmt: skip
+            continue
+        problem = op_problem(op, model.tensors)
+        if problem:
+            split_at = op.index
+            rows.append(OpRow(op.index, op.name, op.version, FALLS_BACK, problem))
+        else:
+            rows.append(OpRow(op.index, op.name, op.version, RUNS))
+    return rows, split_at
 
 
 def _run_compiler(model: TFLiteFile, output_dir: Path | None, notes: list[str]) -> dict[str, Any]:

@@ -58,6 +58,19 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo], folded: frozenset[int] = f
     Returns:
         The reason.
     """
+    problem = _operand_problem(op, tensors)
+    if problem:
+        return problem
+    runtime_inputs = [
+        i for i in op.inputs if i >= 0 and not tensors[i].is_constant and i not in folded
+    ]
+    return _layer_problem(op, tensors, runtime_inputs) or _shape_problem(
+        op, tensors, runtime_inputs
+    )
+
+
+def _operand_problem(op: OpInfo, tensors: list[TensorInfo]) -> str:
+    """What rules an op out whatever it is: unknown op, tensor dtype or rank, fused activation."""
     if op.custom:
         return f"custom op {op.name} is not implemented by the GPU delegate"
     if op.name not in SUPPORTED_OPS:
@@ -68,12 +81,14 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo], folded: frozenset[int] = f
     problem = _rank_problem(op, tensors)
     if problem:
         return problem
-    opts = op.options
-    if opts.get("fusedActivationFunction", 0) not in SUPPORTED_ACTIVATIONS:
+    if op.options.get("fusedActivationFunction", 0) not in SUPPORTED_ACTIVATIONS:
         return "fused activation SIGN_BIT is not supported"
-    runtime_inputs = [
-        i for i in op.inputs if i >= 0 and not tensors[i].is_constant and i not in folded
-    ]
+    return ""
+
+
+def _layer_problem(op: OpInfo, tensors: list[TensorInfo], runtime_inputs: list[int]) -> str:
+    """The conditions on convolutions, FULLY_CONNECTED, SOFTMAX and the additions."""
+    opts = op.options
     if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
         if min(opts.get("strideH", 1), opts.get("strideW", 1)) < 1:
             return f"{op.name} strides must be positive"
@@ -94,6 +109,12 @@ def op_problem(op: OpInfo, tensors: list[TensorInfo], folded: frozenset[int] = f
         return f"{op.name} needs exactly two inputs"
     if op.name == "ADD_N" and len(op.inputs) != 2:
         return "ADD_N supports only 2 inputs"
+    return ""
+
+
+def _shape_problem(op: OpInfo, tensors: list[TensorInfo], runtime_inputs: list[int]) -> str:
+    """The conditions on slicing, reductions, padding, resizing, gathers and unary ops."""
+    opts = op.options
     if op.name in ("SLICE", "STRIDED_SLICE"):
         rank = len(tensors[op.inputs[0]].shape)
         if rank not in (3, 4):

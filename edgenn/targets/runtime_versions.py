@@ -15,6 +15,8 @@ from edgenn.targets import FAILS, RUNS, OpRow, TargetReport
 from edgenn.tflite_model import TFLiteFile
 
 TABLE_FILE = Path(__file__).resolve().parent / "op_versions.json"
+#: The release the ``tflite-runtime-2.14`` target stands for (a key of ``op_versions.json``).
+TFLITE_RUNTIME_214 = "tflite-runtime 2.14.0"
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,3 +104,15 @@ def check_runtime(model: TFLiteFile, runtime: str, target: str) -> TargetReport:
     else:
         verdict = f"OK: {runtime} has kernels for all {len(rows)} op types at these versions."
     return TargetReport(target=target, ok=not failing, verdict=verdict, rows=rows, notes=notes)
+
+
+def check_tflite_runtime_214(model: TFLiteFile) -> TargetReport:
+    """The ``tflite-runtime-2.14`` target: :func:`check_runtime` against tflite-runtime 2.14.0.
+
+    Args:
+        model: The parsed model.
+
+    Returns:
+        The report.
+    """
+    return check_runtime(model, TFLITE_RUNTIME_214, "tflite-runtime-2.14")
