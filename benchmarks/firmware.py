@@ -24,7 +24,7 @@ from edgenn.artifact import model_info
 from edgenn.runtime import Runner
 from edgenn.tflite_model import load
 from firmware_export import export_firmware
-from firmware_export.generate import parse_c_array
+from firmware_export.verify import parse_c_array
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,69 @@
-"""``python -m firmware_export``: the same command as ``edgenn firmware``."""
+"""``python -m firmware_export``: the firmware exporter on its own, without the ``edgenn`` CLI.
 
+``firmware_export`` stands beside ``edgenn`` and never imports its command line; this entry point
+takes the same arguments as ``edgenn firmware`` (choices and defaults from the same constants) and
+prints the same lines. Errors are one line on stderr, exit code 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
 import sys
 
-from edgenn.cli import main
+from edgenn.errors import EdgennError
+from firmware_export.generate import (
+    DEFAULT_ARENA_MARGIN,
+    DEFAULT_DATASET,
+    DEFAULT_LAYOUT,
+    LAYOUTS,
+    dataset_option,
+    export_firmware,
+    report_lines,
+    summary,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (``edgenn firmware``'s options)."""
+    p = argparse.ArgumentParser(
+        prog="python -m firmware_export",
+        description="Write TFLite Micro sources for an int8 model, verified on the host.",
+        epilog="Example: python -m firmware_export mcu/model.tflite -o firmware/fmnist",
+    )
+    p.add_argument("model", help="The int8 .tflite model.")
+    p.add_argument("-o", "--output", required=True, help="Folder to create.")
+    p.add_argument("--name", help="C identifier prefix [default: the model file's name].")
+    p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
+    p.add_argument("--arena-margin", type=float, default=float(DEFAULT_ARENA_MARGIN))
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing output folder.")
+    p.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    """Run the exporter with command-line arguments; return the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        result = export_firmware(
+            args.model,
+            args.output,
+            name=args.name,
+            layout=args.layout,
+            arena_margin=args.arena_margin,
+            overwrite=args.overwrite,
+            dataset=dataset_option(args.dataset),
+        )
+    except EdgennError as exc:
+        print(f"firmware_export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(summary(result), indent=2, default=str))
+    else:
+        print("\n".join(report_lines(result)))
+    return 0
+
 
 if __name__ == "__main__":
-    main(["firmware", *sys.argv[1:]], prog_name="python -m firmware_export")
+    sys.exit(run(sys.argv[1:]))

@@ -11,10 +11,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from edgenn import tflite_model
+from edgenn import artifact, tflite_model, tflm
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
-from firmware_export import export_firmware
+from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, LAYOUTS, export_firmware, render
 from firmware_export.generate import parse_c_array, resolver_methods, tflm_kernels
 
 from .conftest import REPO
@@ -168,3 +168,61 @@ def test_cli_and_python_dash_m_are_the_same_command(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     refused = CliRunner().invoke(main, ["firmware", str(FLOAT), "-o", str(tmp_path / "c")])
     assert refused.exit_code == 1 and "cannot go to a microcontroller" in refused.output
+    alone = subprocess.run(
+        [sys.executable, "-m", "firmware_export", str(FLOAT), "-o", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+    )
+    assert alone.returncode == 1 and alone.stdout == ""
+    assert alone.stderr.startswith("firmware_export: error: ") and "microcontroller" in alone.stderr
+    # The same message as edgenn firmware's, under the program's own name; nothing written.
+    assert alone.stderr.split("error: ", 1)[1] == refused.output.split("error: ", 1)[1]
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_choices_and_defaults_come_from_the_library():
+    params = {p.name: p for p in main.commands["firmware"].params}
+    assert tuple(params["layout"].type.choices) == LAYOUTS == ("cmake", "arduino")
+    assert params["layout"].default == render.DEFAULT_LAYOUT
+    assert params["arena_margin"].default == DEFAULT_ARENA_MARGIN == tflm.DEFAULT_ARENA_MARGIN
+    assert params["dataset"].default == DEFAULT_DATASET
+
+
+def test_every_template_is_used_and_packaged():
+    """Each file in templates/ is one the renderer fills (an unused one would be dead code), and
+    it is read through importlib.resources, as an installed package reads it."""
+    import importlib.resources
+
+    folder = importlib.resources.files("firmware_export").joinpath("templates")
+    on_disk = {p.name for p in folder.iterdir() if p.name.endswith(".tpl")}
+    used = {*render.SOURCES, "README.md.tpl", "op_registration.tpl", "config_check.cc.tpl"}
+    for layout in render.LAYOUT_SPECS.values():
+        used |= {*layout.project, layout.how}
+    assert on_disk == used
+
+
+def test_templates_leave_no_placeholder(cmake_out, tmp_path):
+    """Every $value is filled; the one literal $ (CMake's ${TFLM_DIR}) comes from a $$ escape."""
+    _, out = cmake_out
+    ard = tmp_path / "ard"
+    export_firmware(MICRO, ard, name="t", layout="arduino", verify_examples=2, compile_check=False)
+    texts = {p: p.read_text() for root in (out, ard) for p in root.rglob("*") if p.is_file()}
+    for path, text in texts.items():
+        rest = text.replace("${TFLM_DIR}", "") if path.name == "CMakeLists.txt" else text
+        assert "$" not in rest, path
+    assert (
+        "target_include_directories(tiny PRIVATE ${TFLM_DIR}"
+        in (out / "CMakeLists.txt").read_text()
+    )
+
+
+def test_labels_that_do_not_fit_the_output_are_refused(tmp_path):
+    """The firmware's label table must match the model's outputs, as in every other command."""
+    model = tflite_model.load(MICRO)
+    info = artifact.model_info(model)
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(artifact.embed(model.data, info.labels[:3], info.spec))
+    out = tmp_path / "fw"
+    with pytest.raises(EdgennError, match="3 labels but 10 outputs"):
+        export_firmware(wrong, out, verify_examples=2)
+    assert not out.exists()

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgenn.cli.base import main, print_json
+from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, DEFAULT_LAYOUT, LAYOUTS
 
 
 @main.command(
@@ -23,19 +24,17 @@ Examples:
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to create."
 )
 @click.option("--name", help="C identifier prefix [default: the model file's name].")
-@click.option(
-    "--layout", type=click.Choice(["cmake", "arduino"]), default="cmake", show_default=True
-)
+@click.option("--layout", type=click.Choice(LAYOUTS), default=DEFAULT_LAYOUT, show_default=True)
 @click.option(
     "--arena-margin",
     type=float,
-    default=10.0,
+    default=float(DEFAULT_ARENA_MARGIN),
     show_default=True,
     help="Percent added to the measured minimum tensor arena.",
 )
 @click.option(
     "--dataset",
-    default="fashion-mnist",
+    default=DEFAULT_DATASET,
     show_default=True,
     help="Test images that verify TFLM against LiteRT (random inputs if they do not fit; none).",
 )
@@ -43,7 +42,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def firmware(model: Path, output: Path, **opts: Any) -> None:
     """Write TFLite Micro sources for an int8 model, verified on the host (bit-exact, compiled)."""
-    from firmware_export.generate import export_firmware, summary
+    from firmware_export.generate import dataset_option, export_firmware, report_lines, summary
 
     result = export_firmware(
         model,
@@ -52,18 +51,10 @@ def firmware(model: Path, output: Path, **opts: Any) -> None:
         layout=opts["layout"],
         arena_margin=opts["arena_margin"],
         overwrite=opts["overwrite"],
-        dataset=None if opts["dataset"] in ("none", "") else opts["dataset"],
+        dataset=dataset_option(opts["dataset"]),
     )
     if opts["as_json"]:
         print_json(summary(result))
         return
-    r = result
-    click.echo(f"{r.output}: {r.layout} sources for {r.name} ({len(r.files)} files)")
-    click.echo(f"  flash {r.flash_bytes:,} B (model)   RAM {r.ram_bytes:,} B (tensor arena)")
-    click.echo(
-        f"  arena: measured minimum {r.arena_min_bytes:,} B + {r.arena_margin_percent:g}% = "
-        f"{r.arena_bytes:,} B; inputs and outputs ({r.io_bytes} B) live inside it"
-    )
-    click.echo(f"  ops: {', '.join(r.ops)}")
-    for check in r.checks:
-        click.echo(f"  verified: {check}")
+    for line in report_lines(result):
+        click.echo(line)

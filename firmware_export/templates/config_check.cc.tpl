@@ -1,0 +1,2 @@
+#include "${name}_config.h"
+#include "${name}_example_data.h"

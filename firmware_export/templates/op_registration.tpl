@@ -1,0 +1,1 @@
+    if (resolver.${method}() != kTfLiteOk) return kTfLiteError;

@@ -1,0 +1,1 @@
+Copy this folder into your Arduino `libraries/` folder (or zip it and use Sketch > Include Library > Add .ZIP Library). It depends on the Arduino_TensorFlowLite library. Open File > Examples > ${name} > ${name}, upload, and watch the serial monitor.
