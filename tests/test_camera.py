@@ -3,6 +3,7 @@ a real headless Chromium."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import io
 import json
@@ -19,9 +20,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgenn.camera import CameraOptions, run_camera
+from edgenn import artifact, tflite_model
+from edgenn.camera import SMOOTH_MODES, SMOOTHING, CameraOptions, run_camera
 from edgenn.cli import main
-from edgenn.errors import EdgennError
+from edgenn.errors import EdgennError, UsageError
 
 from .conftest import REPO, SAMPLES
 
@@ -203,6 +205,9 @@ def test_stream_that_stops_mid_way_retries_then_fails_clearly():
     frames = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(frames) > 5
     assert "stopped and did not come back within --reconnect 1.5 s" in result.output
+    # Each attempt is a warning the CLI prints on stderr, never a JSON line.
+    assert f"edgenn: warning: camera {stream.url} stopped; reconnecting" in result.stderr
+    assert "reconnecting" not in result.stdout
 
 
 SIGTERM_SCRIPT = """
@@ -239,6 +244,45 @@ def test_sigterm_stops_cleanly(tmp_path):
     cap.release()
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _watch_in_chromium(playwright, chromium: str, url: str) -> int:
+    """Three viewers open the page; the first checks stream, label, top-k and /latest.json.
+    Returns the thread count before the viewers came."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        baseline = threading.active_count()
+        pages = [browser.new_page() for _ in range(3)]
+        for page in pages:
+            page.goto(url)
+        page = pages[0]
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        page.wait_for_function(
+            "document.getElementById('label').textContent !== 'waiting for frames'",
+            timeout=15000,
+        )
+        first = page.inner_text("#stats")
+        page.wait_for_function(
+            f"document.getElementById('stats').textContent !== {json.dumps(first)}",
+            timeout=15000,
+        )
+        assert page.locator("#topk tr").count() == 3
+        latest = json.loads(page.evaluate("fetch('/latest.json').then(r => r.text())"))
+        assert latest["label"] and latest["fps"] >= 0
+        for p_ in pages:
+            p_.close()
+        browser.close()
+    return baseline
+
+
 def test_web_view_in_a_real_browser():
     """Debian's Chromium, driven by Playwright (no browser is downloaded): the page loads, the
     stream shows frames, the label updates; viewers leaving do not leak threads."""
@@ -257,50 +301,14 @@ def test_web_view_in_a_real_browser():
         finally:
             done.set()
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+    threading.Thread(target=run, daemon=True).start()
     try:
         for _ in range(100):
             if urls:
                 break
             time.sleep(0.05)
         assert urls and urls[0].startswith("http://127.0.0.1:")
-        url = urls[0]
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=chromium,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
-            baseline = threading.active_count()
-            pages = [browser.new_page() for _ in range(3)]
-            for page in pages:
-                page.goto(url)
-            page = pages[0]
-            page.wait_for_function(
-                "document.getElementById('stream').naturalWidth > 0", timeout=15000
-            )
-            page.wait_for_function(
-                "document.getElementById('label').textContent !== 'waiting for frames'",
-                timeout=15000,
-            )
-            first = page.inner_text("#stats")
-            page.wait_for_function(
-                f"document.getElementById('stats').textContent !== {json.dumps(first)}",
-                timeout=15000,
-            )
-            assert page.locator("#topk tr").count() == 3
-            latest = json.loads(page.evaluate("fetch('/latest.json').then(r => r.text())"))
-            assert latest["label"] and latest["fps"] >= 0
-            for p_ in pages:
-                p_.close()
-            browser.close()
+        baseline = _watch_in_chromium(playwright, chromium, urls[0])
         # Viewer threads end when the viewers leave.
         for _ in range(100):
             if threading.active_count() <= baseline:
@@ -317,3 +325,98 @@ def test_web_view_in_a_real_browser():
 def test_source_errors():
     with pytest.raises(EdgennError, match="Cannot open source 'nothing-here'"):
         run_camera(MODEL, CameraOptions(source="nothing-here"))
+
+
+def test_labels_that_do_not_fit_the_outputs_fail_as_one_line(tmp_path):
+    """The tiny CNN with one label too few embedded: the run stops before any frame with one line
+    that says both numbers."""
+    info = artifact.model_info(tflite_model.load(MODEL))
+    wrong = info.labels[:-1]
+    bad = tmp_path / "wrong_labels.tflite"
+    bad.write_bytes(artifact.embed(MODEL.read_bytes(), wrong, info.spec))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(FRAMES[0], folder / FRAMES[0].name)
+    result = CliRunner().invoke(
+        main, ["camera", "-m", str(bad), "--source", str(folder), "--headless"]
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("edgenn: error: ")
+    assert f"has {len(wrong)} labels but {len(info.labels)} outputs" in lines[0]
+    with pytest.raises(EdgennError, match=f"{len(wrong)} labels but {len(info.labels)} outputs"):
+        run_camera(bad, CameraOptions(source=str(folder)))
+
+
+def test_warnings_go_to_the_callback_and_the_cli_prints_them(tmp_path, capfd):
+    """A folder with a broken image: the library hands the warning to on_warning and prints
+    nothing itself; the CLI prints it as "edgenn: warning: ..."."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for f in FRAMES[:3]:
+        shutil.copy(f, folder / f.name)
+    broken = folder / "0-broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    warnings: list[str] = []
+    summary = run_camera(
+        MODEL, CameraOptions(source=str(folder), every_frame=True), on_warning=warnings.append
+    )
+    assert summary.frames == 3 and summary.stopped_by == "end of source"
+    assert len(warnings) == 1 and warnings[0].startswith(f"skipping frame {broken}: ")
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+    result = CliRunner().invoke(
+        main, ["camera", "-m", str(MODEL), "--source", str(folder), "--headless", "--every-frame"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 3
+    assert f"edgenn: warning: skipping frame {broken}: " in result.stderr
+
+
+def test_cli_choices_and_defaults_come_from_the_library():
+    command = main.commands["camera"]
+    params = {p.name: p for p in command.params}
+    assert list(params["smooth_mode"].type.choices) == list(SMOOTH_MODES)
+    assert set(SMOOTH_MODES) < set(SMOOTHING)
+    for field in dataclasses.fields(CameraOptions):
+        if field.name in params:
+            assert params[field.name].default == field.default, field.name
+    assert {"source", "top_k", "reconnect", "smooth", "smooth_mode"} <= set(params)
+
+
+def test_unknown_recording_suffix_is_refused_before_the_camera_opens(tmp_path):
+    with pytest.raises(UsageError, match=r"--record .*clip\.mov: use one of \.avi \(MJPG\)"):
+        run_camera(MODEL, CameraOptions(source="nothing-here", record=tmp_path / "clip.mov"))
+    assert not (tmp_path / "clip.mov").exists()
+
+
+NO_OPENCV_SCRIPT = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "cv2":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, Block())
+from edgenn.cli import main
+main(["camera", "-m", sys.argv[1], "--source", sys.argv[2], "--headless", "--record", sys.argv[3]])
+"""
+
+
+def test_without_opencv_an_output_that_needs_it_fails_before_the_first_frame(tmp_path):
+    """An image folder needs no OpenCV, the overlay of a recording does: one line naming the
+    install, and no frame is classified first."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for f in FRAMES[:3]:
+        shutil.copy(f, folder / f.name)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_OPENCV_SCRIPT, str(MODEL), str(folder), str(tmp_path / "a.avi")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1, out.stderr
+    assert out.stdout == ""
+    errors = [line for line in out.stderr.splitlines() if line.startswith("edgenn: error: ")]
+    assert len(errors) == 1 and "pip install 'edgenn[camera]'" in errors[0]

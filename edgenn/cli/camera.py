@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from edgenn.camera import SMOOTH_MODES, VIDEO_CODECS, CameraOptions, FrameResult, run_camera
+from edgenn.camera.web import DEFAULT_HOST
 from edgenn.cli.base import main
+
+#: The library's defaults (:class:`CameraOptions`) are the options' defaults.
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(CameraOptions)}
 
 
 @main.command(
@@ -27,14 +33,17 @@ Examples:
 )
 @click.option(
     "--source",
-    default="0",
+    default=DEFAULTS["source"],
     show_default=True,
     help="Camera index, /dev/videoN, picamera2, a video file, an image folder or an rtsp:// / http:// URL.",
 )
-@click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "-k", "--top-k", type=click.IntRange(min=1), default=DEFAULTS["top_k"], show_default=True
+)
 @click.option(
     "--every-frame",
     is_flag=True,
+    default=DEFAULTS["every_frame"],
     help="Classify every frame in order (files); default: newest frame only.",
 )
 @click.option(
@@ -43,70 +52,69 @@ Examples:
 @click.option(
     "--record",
     type=click.Path(path_type=Path),
-    help="Write the annotated video (.avi, .mp4, .mkv).",
+    default=DEFAULTS["record"],
+    help=f"Write the annotated video ({', '.join(VIDEO_CODECS)}).",
 )
 @click.option(
-    "--serve", help="Serve a live page and MJPEG stream at HOST:PORT (default host 127.0.0.1)."
+    "--serve",
+    default=DEFAULTS["serve"],
+    help=f"Serve a live page and MJPEG stream at HOST:PORT (default host {DEFAULT_HOST}).",
 )
-@click.option("--max-frames", type=int, help="Stop after N classified frames.")
-@click.option("--duration", type=float, help="Stop after S seconds.")
+@click.option(
+    "--max-frames", type=int, default=DEFAULTS["max_frames"], help="Stop after N classified frames."
+)
+@click.option("--duration", type=float, default=DEFAULTS["duration"], help="Stop after S seconds.")
 @click.option(
     "--reconnect",
     type=float,
-    default=10.0,
+    default=DEFAULTS["reconnect"],
     show_default=True,
     help="Seconds to retry a camera that stopped.",
 )
 @click.option(
     "--smooth",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULTS["smooth"],
     show_default=True,
     help="Frames to smooth the label over.",
 )
 @click.option(
-    "--smooth-mode", type=click.Choice(["majority", "mean"]), default="majority", show_default=True
+    "--smooth-mode",
+    type=click.Choice(SMOOTH_MODES),
+    default=DEFAULTS["smooth_mode"],
+    show_default=True,
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
-def camera(model: Path, **opts: Any) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULTS["threads"],
+    help="Interpreter threads.",
+)
+def camera(model: Path, headless: bool, **opts: Any) -> None:
     """Classify live camera frames: headless JSON lines, a window, a recording or a web view."""
-    import os
+    # A window needs a display; headless runs (and SSH sessions without X) get none.
+    options = CameraOptions(window=not headless and bool(os.environ.get("DISPLAY")), **opts)
 
-    from edgenn.camera import CameraOptions, run_camera
-
-    window = not opts["headless"] and bool(os.environ.get("DISPLAY"))
-    options = CameraOptions(
-        source=opts["source"],
-        top_k=opts["top_k"],
-        every_frame=opts["every_frame"],
-        max_frames=opts["max_frames"],
-        duration=opts["duration"],
-        reconnect=opts["reconnect"],
-        smooth=opts["smooth"],
-        smooth_mode=opts["smooth_mode"] if opts["smooth"] > 1 else "none",
-        record=opts["record"],
-        serve=opts["serve"],
-        window=window,
-        threads=opts["threads"],
-    )
-
-    def serving(url: str) -> None:
-        public = not url.startswith(("http://127.", "http://localhost", "http://[::1]"))
-        warning = (
-            " (listening on every interface: anyone on the network can watch)" if public else ""
-        )
-        click.echo(f"edgenn: web view at {url}{warning}", err=True)
-
-    def printed(result) -> None:
-        if opts["headless"]:
+    def printed(result: FrameResult) -> None:
+        if headless:
             click.echo(json.dumps(dataclasses.asdict(result)))
             sys.stdout.flush()
 
     summary = run_camera(
-        model, options, on_result=printed, on_serving=serving if opts["serve"] else None
+        model, options, on_result=printed, on_serving=_serving, on_warning=_warning
     )
     click.echo(
         f"edgenn: {summary.frames} frames in {summary.seconds:.1f}s ({summary.fps} fps, {summary.dropped} "
         f"dropped); stopped by {summary.stopped_by}",
         err=True,
     )
+
+
+def _serving(url: str) -> None:
+    public = not url.startswith(("http://127.", "http://localhost", "http://[::1]"))
+    warning = " (listening on every interface: anyone on the network can watch)" if public else ""
+    click.echo(f"edgenn: web view at {url}{warning}", err=True)
+
+
+def _warning(message: str) -> None:
+    click.echo(f"edgenn: warning: {message}", err=True)
