@@ -1,14 +1,14 @@
 """[device] Tag photos with a model: XMP keywords that photo managers read; not one photo harmed.
 
-Keywords go into an XMP sidecar (``photo.jpg.xmp`` as darktable and digiKam name it, or
-``photo.xmp`` in Lightroom style) under ``dc:subject`` and ``lr:hierarchicalSubject``
-(``edgenn|<label>``), with the scores and the model in an edgenn namespace. An existing sidecar is
-merged, never replaced: everything in it is kept, and only the keywords edgenn wrote before are
-updated. Photos are only ever opened for reading. A rerun skips photos whose sidecar already holds
-tags from the same model (by the model's hash), so a run killed halfway finishes on the next run.
+Each photo is decoded, classified, and its keywords written to an XMP sidecar (see
+:mod:`edgenn.xmp`: merged into an existing one, never replacing it) or to one json/csv manifest.
+Photos are only ever opened for reading. A rerun skips photos whose sidecar (or manifest entry)
+already holds tags from the same model (by the model's hash), so a run killed halfway finishes on
+the next run.
 
 Decoding (the slow part on a Pi) runs in a thread pool while the interpreter runs; JPEGs are
-decoded at reduced size with Pillow's draft mode when the model input is small.
+decoded at reduced size with Pillow's draft mode when the model input is small. The library never
+prints: progress and per-photo failures go to the ``progress`` and ``warn`` callbacks.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edgenn import optional, preprocess
+from edgenn import optional, preprocess, xmp
 from edgenn.datasets import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
@@ -41,21 +39,24 @@ from edgenn.predict import Classifier
 #: The image types edgenn reads anywhere, less GIF (not a photo format), plus HEIC/HEIF (read
 #: when pillow-heif is installed).
 PHOTO_SUFFIXES = (IMAGE_SUFFIXES - {".gif"}) | {".heic", ".heif"}
-FORMATS = ("xmp", "json", "csv")
-SIDECAR_STYLES = ("ext", "replace")
+#: Formats that write one manifest for all photos (rather than a sidecar per photo).
+MANIFEST_FORMATS = ("json", "csv")
+#: Where the keywords go: XMP sidecars per photo, or one manifest for all.
+FORMATS = ("xmp", *MANIFEST_FORMATS)
+DEFAULT_FORMAT = "xmp"
+#: Labels considered per photo.
+DEFAULT_TOP_K = 3
+#: Minimum score for a label to become a keyword.
+DEFAULT_THRESHOLD = 0.5
+#: A manifest's columns (csv) and keys (json), in order.
+MANIFEST_FIELDS = ("photo", "keywords", "scores", "model", "model_hash")
+#: A json/csv manifest is saved every this many photos, so that a killed run loses little.
+MANIFEST_SAVE_EVERY = 200
 
-NS = {
-    "x": "adobe:ns:meta/",
-    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-    "dc": "http://purl.org/dc/elements/1.1/",
-    "lr": "http://ns.adobe.com/lightroom/1.0/",
-    "edgenn": "https://github.com/edgenn/edgenn/ns/1.0/",
-}
-HIERARCHY_ROOT = "edgenn"
-
-
-def _q(prefix: str, name: str) -> str:
-    return f"{{{NS[prefix]}}}{name}"
+#: ``progress(done, total, photos_per_second)`` after each photo.
+Progress = Callable[[int, int, float], None]
+#: ``warn(message)`` once per photo that failed.
+Warn = Callable[[str], None]
 
 
 @dataclasses.dataclass
@@ -100,11 +101,6 @@ class TagSummary:
 def model_hash(path: Path) -> str:
     """First 16 hex digits of the model file's SHA-256 (identifies "the same model")."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def sidecar_path(photo: Path, style: str = "ext") -> Path:
-    """``photo.jpg.xmp`` (ext: darktable, digiKam) or ``photo.xmp`` (replace: Lightroom)."""
-    return photo.with_name(photo.name + ".xmp") if style == "ext" else photo.with_suffix(".xmp")
 
 
 def find_photos(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
@@ -181,171 +177,13 @@ def decode(photo: Path, spec: preprocess.PreprocessSpec) -> np.ndarray:
         raise EdgennError(f"{photo}: could not be decoded ({exc}); truncated or damaged") from None
 
 
-# ----------------------------------------------------------------------------------------- XMP
-
-
-def _register_namespaces(extra: dict[str, str]) -> None:
-    for prefix, uri in {**extra, **NS}.items():
-        if prefix:
-            ET.register_namespace(prefix, uri)
-
-
-def _namespaces_of(data: bytes) -> dict[str, str]:
-    found = {}
-    for _, (prefix, uri) in ET.iterparse(io.BytesIO(data), events=("start-ns",)):
-        found.setdefault(prefix, uri)
-    return found
-
-
-def _empty_xmp() -> ET.Element:
-    root = ET.Element(_q("x", "xmpmeta"))
-    rdf = ET.SubElement(root, _q("rdf", "RDF"))
-    desc = ET.SubElement(rdf, _q("rdf", "Description"))
-    desc.set(_q("rdf", "about"), "")
-    return root
-
-
-def _bag_items(prop: ET.Element | None) -> list[str]:
-    if prop is None:
-        return []
-    return [li.text or "" for li in prop.iter(_q("rdf", "li"))]
-
-
-def _set_bag(desc: ET.Element, tag: str, items: list[str], kind: str = "Bag") -> None:
-    prop = desc.find(tag)
-    if prop is None:
-        prop = ET.SubElement(desc, tag)
-    for child in list(prop):
-        prop.remove(child)
-    container = ET.SubElement(prop, _q("rdf", kind))
-    for item in items:
-        ET.SubElement(container, _q("rdf", "li")).text = item
-
-
-def read_sidecar(path: Path) -> tuple[ET.Element, dict[str, str]]:
-    """Parse an XMP sidecar (or start an empty one).
-
-    Args:
-        path: The sidecar.
-
-    Returns:
-        ``(root element, the namespace prefixes it declares)``.
-
-    Raises:
-        EdgennError: The file exists but is not XML.
-    """
-    if not path.exists():
-        return _empty_xmp(), {}
-    data = path.read_bytes()
-    try:
-        namespaces = _namespaces_of(data)
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise EdgennError(
-            f"{path}: the existing sidecar is not valid XML ({exc}); it was left as it is"
-        ) from None
-    return root, namespaces
-
-
-def sidecar_model_hash(path: Path) -> str | None:
-    """The edgenn model hash recorded in a sidecar (None when absent or unreadable)."""
-    if not path.exists():
-        return None
-    try:
-        root, _ = read_sidecar(path)
-    except EdgennError:
-        return None
-    for desc in root.iter(_q("rdf", "Description")):
-        value = desc.get(_q("edgenn", "ModelHash"))
-        node = desc.find(_q("edgenn", "ModelHash"))
-        if node is not None and node.text:
-            return node.text
-        if value:
-            return value
-    return None
-
-
-def merge_tags(
-    root: ET.Element, keywords: list[str], scores: dict[str, float], model: str, digest: str
-) -> ET.Element:
-    """Put edgenn's keywords into an XMP tree, keeping everything else that is there.
-
-    Keywords edgenn wrote before (listed in ``edgenn:Keywords``) are removed from ``dc:subject``
-    and ``lr:hierarchicalSubject`` first, so a rerun updates rather than duplicates; every other
-    keyword, property and namespace stays as it was.
-
-    Args:
-        root: The parsed sidecar.
-        keywords: Labels to write.
-        scores: Label -> score of the top-k.
-        model: Model file name.
-        digest: Model hash.
-
-    Returns:
-        The same tree, updated.
-    """
-    rdf = root if root.tag == _q("rdf", "RDF") else root.find(_q("rdf", "RDF"))
-    if rdf is None:
-        rdf = ET.SubElement(root, _q("rdf", "RDF"))
-    descriptions = rdf.findall(_q("rdf", "Description"))
-    if not descriptions:
-        desc = ET.SubElement(rdf, _q("rdf", "Description"))
-        desc.set(_q("rdf", "about"), "")
-        descriptions = [desc]
-    # Write where dc:subject already lives, so that one description keeps all keywords.
-    desc = next(
-        (d for d in descriptions if d.find(_q("dc", "subject")) is not None), descriptions[0]
-    )
-    previous = set()
-    for d in descriptions:
-        previous.update(_bag_items(d.find(_q("edgenn", "Keywords"))))
-        for attr in [a for a in d.attrib if a.startswith(f"{{{NS['edgenn']}}}")]:
-            del d.attrib[attr]  # an older attribute form of edgenn's properties
-        for child in [c for c in d if c.tag.startswith(f"{{{NS['edgenn']}}}")]:
-            d.remove(child)
-    subjects = [s for s in _bag_items(desc.find(_q("dc", "subject"))) if s not in previous]
-    subjects += [k for k in keywords if k not in subjects]
-    hierarchy = [
-        h
-        for h in _bag_items(desc.find(_q("lr", "hierarchicalSubject")))
-        if not h.startswith(f"{HIERARCHY_ROOT}|")
-    ]
-    hierarchy += [f"{HIERARCHY_ROOT}|{k}" for k in keywords]
-    _set_bag(desc, _q("dc", "subject"), subjects)
-    _set_bag(desc, _q("lr", "hierarchicalSubject"), hierarchy)
-    _set_bag(desc, _q("edgenn", "Keywords"), keywords)
-    _set_bag(desc, _q("edgenn", "Scores"), [f"{k}={v:.4f}" for k, v in scores.items()], "Seq")
-    ET.SubElement(desc, _q("edgenn", "Model")).text = model
-    ET.SubElement(desc, _q("edgenn", "ModelHash")).text = digest
-    return root
-
-
-def write_sidecar(path: Path, root: ET.Element, namespaces: dict[str, str]) -> None:
-    """Serialize and write a sidecar atomically (temp file, fsync, rename).
-
-    Args:
-        path: The sidecar.
-        root: The tree.
-        namespaces: Prefixes to keep as the original file declared them.
-    """
-    _register_namespaces(namespaces)
-    ET.indent(root, space=" ")
-    body = ET.tostring(root, encoding="unicode")
-    text = (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-        + body
-        + '\n<?xpacket end="w"?>\n'
-    )
-    atomic_write_text(path, text)
-
-
-# ------------------------------------------------------------------------------------------ run
-
-
 def _prefetch(
     fn: Callable[[Path], Any], items: list[Path], workers: int
 ) -> Iterator[tuple[Path, Any]]:
-    """Apply ``fn`` in a thread pool, yielding results in order, at most 4x``workers`` ahead."""
+    """Apply ``fn`` in a thread pool, yielding results in order, at most 4x``workers`` ahead.
+
+    An :class:`EdgennError` raised by ``fn`` is yielded in place of its result.
+    """
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         window = collections.deque()
         it = iter(items)
@@ -364,20 +202,68 @@ def _prefetch(
                 yield item, exc
 
 
+# ------------------------------------------------------------------------------------------ run
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every step of one tagging run shares."""
+
+    classifier: Classifier
+    model_name: str
+    digest: str
+    top_k: int
+    threshold: float
+    fmt: str
+    sidecar: str
+    dry_run: bool
+    manifest_path: Path
+    manifest: dict[str, dict[str, Any]]
+
+    @classmethod
+    def start(
+        cls, model: Path, threads: int | None, output: Path | None, retag: bool, **settings: Any
+    ) -> _Run:
+        """Load the model and the manifest a previous run left (xmp: none; retag: start afresh).
+
+        Args:
+            model: The .tflite classifier.
+            threads: Interpreter threads.
+            output: Manifest path (None: ``edgenn-tags.<fmt>`` in the working folder).
+            retag: Ignore what a previous run recorded.
+            **settings: The remaining fields, ``top_k`` to ``dry_run``.
+        """
+        fmt = settings["fmt"]
+        manifest_path = Path(output) if output else Path.cwd() / f"edgenn-tags.{fmt}"
+        return cls(
+            classifier=Classifier(model, threads=threads),
+            model_name=Path(model).name,
+            digest=model_hash(model),
+            manifest_path=manifest_path,
+            manifest={} if fmt == "xmp" or retag else _read_manifest(manifest_path, fmt),
+            **settings,
+        )
+
+    @property
+    def writes_manifest(self) -> bool:
+        """Whether a json/csv manifest is written (not for xmp, nor in a dry run)."""
+        return self.fmt != "xmp" and not self.dry_run
+
+
 def tag(
     model: Path,
     photos: list[Path],
-    top_k: int = 3,
-    threshold: float = 0.5,
-    fmt: str = "xmp",
-    sidecar: str = "ext",
+    top_k: int = DEFAULT_TOP_K,
+    threshold: float = DEFAULT_THRESHOLD,
+    fmt: str = DEFAULT_FORMAT,
+    sidecar: str = xmp.DEFAULT_SIDECAR_STYLE,
     retag: bool = False,
     dry_run: bool = False,
     output: Path | None = None,
     workers: int | None = None,
     threads: int | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-    warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    warn: Warn | None = None,
 ) -> tuple[TagSummary, list[PhotoResult]]:
     """Tag photos.
 
@@ -386,102 +272,128 @@ def tag(
         photos: Photo files (see :func:`find_photos`).
         top_k: Labels considered per photo.
         threshold: Minimum score for a label to become a keyword.
-        fmt: ``xmp`` sidecars, or one ``json`` / ``csv`` manifest.
-        sidecar: ``ext`` (photo.jpg.xmp) or ``replace`` (photo.xmp).
+        fmt: One of :data:`FORMATS`: ``xmp`` sidecars, or one ``json`` / ``csv`` manifest.
+        sidecar: One of :data:`edgenn.xmp.SIDECAR_STYLES`: ``ext`` (photo.jpg.xmp) or
+            ``replace`` (photo.xmp).
         retag: Tag photos already tagged by this model again.
         dry_run: Compute everything, write nothing.
         output: Manifest path for json/csv (default ``edgenn-tags.<fmt>`` in the working folder).
         workers: Decoding threads (default: the CPU count).
         threads: Interpreter threads.
-        progress: ``progress(done, total, photos_per_second)``.
-        warn: Called with one line per photo that failed.
+        progress: ``progress(done, total, photos_per_second)`` after each photo.
+        warn: Called with the reason of each photo that failed (one line, no prefix).
 
     Returns:
-        ``(summary, per-photo results)``.
+        ``(summary, per-photo results)``: photos skipped as already tagged first, then the others
+        in the order given.
 
     Raises:
         UsageError: Bad option values.
-        EdgennError: The model cannot be used.
+        EdgennError: The model cannot be used (damaged, not a classifier, labels that do not fit
+            its outputs), or an existing manifest is not edgenn's.
     """
+    _check_options(fmt, sidecar, top_k, threshold)
+    _enable_heif()
+    settings = dict(top_k=top_k, threshold=threshold, fmt=fmt, sidecar=sidecar, dry_run=dry_run)
+    run = _Run.start(model, threads, output, retag, **settings)
+    skipped, todo = _split_done(run, photos, retag)
+    if fmt == "xmp" and not dry_run:
+        xmp.remove_stale_temp_files(xmp.sidecar_path(p, sidecar) for p in todo)
+    start = time.perf_counter()
+    results = skipped + _tag_all(run, todo, workers or os.cpu_count() or 2, progress, warn)
+    if run.writes_manifest:
+        _write_manifest(run.manifest_path, run.manifest, fmt)
+    return _summarize(str(model), run, results, time.perf_counter() - start), results
+
+
+def _check_options(fmt: str, sidecar: str, top_k: int, threshold: float) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"Unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}.")
-    if sidecar not in SIDECAR_STYLES:
+    if sidecar not in xmp.SIDECAR_STYLES:
         raise UsageError(
-            f"Unknown --sidecar {sidecar!r}; expected one of {', '.join(SIDECAR_STYLES)}."
+            f"Unknown --sidecar {sidecar!r}; expected one of {', '.join(xmp.SIDECAR_STYLES)}."
         )
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1; received {top_k}.")
     if not 0 <= threshold <= 1:
         raise UsageError(f"--threshold must be between 0 and 1; received {threshold}.")
-    _enable_heif()
-    classifier = Classifier(model, threads=threads)
-    digest = model_hash(model)
-    model_name = Path(model).name
-    manifest_path = Path(output) if output else Path.cwd() / f"edgenn-tags.{fmt}"
-    manifest: dict[str, dict[str, Any]] = {}
-    if fmt != "xmp" and manifest_path.exists() and not retag:
-        manifest = _read_manifest(manifest_path, fmt)
-    results: list[PhotoResult] = []
-    todo = []
+
+
+def _split_done(run: _Run, photos: list[Path], retag: bool) -> tuple[list[PhotoResult], list[Path]]:
+    """``(skipped results, photos to tag)``: skipped when this model tagged them before."""
+    skipped, todo = [], []
     for photo in photos:
-        done_before = (
-            sidecar_model_hash(sidecar_path(photo, sidecar)) == digest
-            if fmt == "xmp"
-            else manifest.get(str(photo), {}).get("model_hash") == digest
-        )
-        if done_before and not retag:
-            results.append(PhotoResult(str(photo), "skipped"))
+        if not retag and _done_before(run, photo):
+            skipped.append(PhotoResult(str(photo), "skipped"))
         else:
             todo.append(photo)
-    if fmt == "xmp" and not dry_run:
-        _remove_stale_temp_files(todo, sidecar)
+    return skipped, todo
+
+
+def _done_before(run: _Run, photo: Path) -> bool:
+    if run.fmt == "xmp":
+        return xmp.sidecar_model_hash(xmp.sidecar_path(photo, run.sidecar)) == run.digest
+    return run.manifest.get(str(photo), {}).get("model_hash") == run.digest
+
+
+def _tag_all(
+    run: _Run, todo: list[Path], workers: int, progress: Progress | None, warn: Warn | None
+) -> list[PhotoResult]:
+    """Decode (in a thread pool), classify and record each photo, reporting as it goes."""
+    results = []
     start = time.perf_counter()
-    workers = workers or os.cpu_count() or 2
-    for done, (photo, pixels) in enumerate(
-        _prefetch(lambda p: decode(p, classifier.spec), todo, workers), 1
-    ):
-        if isinstance(pixels, EdgennError):
-            result = PhotoResult(str(photo), "failed", error=pixels.message)
-            if warn:
-                warn(f"edgenn: warning: {pixels.message}")
-        else:
-            top, _ = classifier.classify_pixels(pixels, top_k)
-            scores = {t.label: round(float(t.score), 4) for t in top}
-            keywords = [t.label for t in top if t.score >= threshold]
-            result = PhotoResult(str(photo), "tagged", keywords, scores)
-            try:
-                if fmt == "xmp":
-                    path = sidecar_path(photo, sidecar)
-                    result.sidecar = str(path)
-                    if not dry_run:
-                        root, namespaces = read_sidecar(path)
-                        write_sidecar(
-                            path, merge_tags(root, keywords, scores, model_name, digest), namespaces
-                        )
-                else:
-                    manifest[str(photo)] = {
-                        "keywords": keywords,
-                        "scores": scores,
-                        "model": model_name,
-                        "model_hash": digest,
-                    }
-            except (EdgennError, OSError) as exc:
-                message = exc.message if isinstance(exc, EdgennError) else f"{photo}: {exc}"
-                result = PhotoResult(str(photo), "failed", error=message)
-                if warn:
-                    warn(f"edgenn: warning: {message}")
+    decoded = _prefetch(lambda p: decode(p, run.classifier.spec), todo, workers)
+    for done, (photo, pixels) in enumerate(decoded, 1):
+        result = _tag_one(run, photo, pixels)
+        if result.error and warn:
+            warn(result.error)
         results.append(result)
-        if fmt != "xmp" and not dry_run and done % 200 == 0:
-            _write_manifest(manifest_path, manifest, fmt)  # progress survives a kill
+        if run.writes_manifest and done % MANIFEST_SAVE_EVERY == 0:
+            _write_manifest(run.manifest_path, run.manifest, run.fmt)  # progress survives a kill
         if progress:
             elapsed = time.perf_counter() - start
             progress(done, len(todo), done / elapsed if elapsed > 0 else 0.0)
-    if fmt != "xmp" and not dry_run:
-        _write_manifest(manifest_path, manifest, fmt)
-    seconds = time.perf_counter() - start
+    return results
+
+
+def _tag_one(run: _Run, photo: Path, pixels: np.ndarray | EdgennError) -> PhotoResult:
+    """Classify one decoded photo and record its keywords; a failure is a result, not a raise."""
+    if isinstance(pixels, EdgennError):
+        return PhotoResult(str(photo), "failed", error=pixels.message)
+    top, _ = run.classifier.classify_pixels(pixels, run.top_k)
+    scores = {t.label: round(float(t.score), 4) for t in top}
+    keywords = [t.label for t in top if t.score >= run.threshold]
+    result = PhotoResult(str(photo), "tagged", keywords, scores)
+    try:
+        _record(run, photo, result)
+    except (EdgennError, OSError) as exc:
+        message = exc.message if isinstance(exc, EdgennError) else f"{photo}: {exc}"
+        return PhotoResult(str(photo), "failed", error=message)
+    return result
+
+
+def _record(run: _Run, photo: Path, result: PhotoResult) -> None:
+    """Write the photo's sidecar, or add its manifest entry (written later, in batches)."""
+    if run.fmt != "xmp":
+        run.manifest[str(photo)] = {
+            "keywords": result.keywords,
+            "scores": result.scores,
+            "model": run.model_name,
+            "model_hash": run.digest,
+        }
+        return
+    path = xmp.sidecar_path(photo, run.sidecar)
+    result.sidecar = str(path)
+    if not run.dry_run:
+        xmp.update_sidecar(path, result.keywords, result.scores, run.model_name, run.digest)
+
+
+def _summarize(model: str, run: _Run, results: list[PhotoResult], seconds: float) -> TagSummary:
     counts = collections.Counter(r.status for r in results)
     per_label = collections.Counter(k for r in results for k in r.keywords)
-    summary = TagSummary(
-        model=str(model),
-        model_hash=digest,
+    return TagSummary(
+        model=model,
+        model_hash=run.digest,
         photos=len(results),
         tagged=counts["tagged"],
         skipped=counts["skipped"],
@@ -492,39 +404,37 @@ def tag(
         failures=[
             {"photo": r.photo, "error": r.error or ""} for r in results if r.status == "failed"
         ],
-        dry_run=dry_run,
-        output=str(manifest_path) if fmt != "xmp" else None,
+        dry_run=run.dry_run,
+        output=str(run.manifest_path) if run.fmt != "xmp" else None,
     )
-    return summary, results
 
 
-def _remove_stale_temp_files(photos: list[Path], style: str) -> None:
-    """Delete temp files a killed run left beside sidecars (ours only: ``.NAME.xmp.*.tmp``)."""
-    for folder, names in _group_by_folder(photos, style).items():
-        for stale in folder.glob(".*.xmp.*.tmp"):
-            if any(stale.name.startswith(f".{name}.") for name in names):
-                stale.unlink(missing_ok=True)
+# ------------------------------------------------------------------------------------ manifests
 
 
-def _group_by_folder(photos: list[Path], style: str) -> dict[Path, set[str]]:
-    groups: dict[Path, set[str]] = collections.defaultdict(set)
-    for photo in photos:
-        side = sidecar_path(photo, style)
-        groups[side.parent].add(side.name)
-    return groups
+def _csv_entry(row: dict[str, str]) -> dict[str, Any]:
+    return {
+        "keywords": [k for k in row["keywords"].split(";") if k],
+        "scores": json.loads(row["scores"]),
+        "model": row["model"],
+        "model_hash": row["model_hash"],
+    }
 
 
 def _read_manifest(path: Path, fmt: str) -> dict[str, dict[str, Any]]:
+    """Photo -> entry of a manifest a previous run wrote ({} when there is none).
+
+    Raises:
+        EdgennError: The file is not an edgenn manifest of this format.
+    """
+    if not path.exists():
+        return {}
     try:
         if fmt == "json":
             return {item["photo"]: item for item in json.loads(path.read_text())["photos"]}
         rows = csv.DictReader(io.StringIO(path.read_text()))
-        return {
-            r["photo"]: {"keywords": [k for k in r["keywords"].split(";") if k], "scores": json.loads(r["scores"]),
-                         "model": r["model"], "model_hash": r["model_hash"]}
-            for r in rows
-        }  # fmt: skip
-    except (OSError, ValueError, KeyError) as exc:
+        return {row["photo"]: _csv_entry(row) for row in rows}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgennError(
             f"{path} is not an edgenn {fmt} manifest ({exc}); move it away or pass --retag"
         ) from None
@@ -537,38 +447,8 @@ def _write_manifest(path: Path, manifest: dict[str, dict[str, Any]], fmt: str) -
         return
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["photo", "keywords", "scores", "model", "model_hash"])
+    writer.writerow(MANIFEST_FIELDS)
     for item in items:
-        writer.writerow(
-            [
-                item["photo"],
-                ";".join(item["keywords"]),
-                json.dumps(item["scores"]),
-                item["model"],
-                item["model_hash"],
-            ]
-        )
+        row = {**item, "keywords": ";".join(item["keywords"]), "scores": json.dumps(item["scores"])}
+        writer.writerow([row[field] for field in MANIFEST_FIELDS])
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
-
-
-def progress_printer(stream=None) -> Callable[[int, int, float], None]:
-    """A progress bar with photos per second and ETA on stderr (a line per 10% off a terminal)."""
-    stream = stream or sys.stderr
-    tty = stream.isatty()
-    state = {"last": 0.0, "decile": -1}
-
-    def show(done: int, total: int, rate: float) -> None:
-        now = time.perf_counter()
-        decile = int(10 * done / max(total, 1))
-        if tty and now - state["last"] < 0.2 and done < total:
-            return
-        if not tty and decile == state["decile"] and done < total:
-            return
-        state["last"], state["decile"] = now, decile
-        eta = (total - done) / rate if rate > 0 else 0.0
-        bar = "#" * int(30 * done / max(total, 1))
-        line = f"tag [{bar:<30}] {done}/{total} {rate:.1f} photos/s ETA {eta:.0f}s"
-        stream.write(("\r\x1b[K" if tty else "") + line + ("" if tty and done < total else "\n"))
-        stream.flush()
-
-    return show

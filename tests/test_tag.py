@@ -1,11 +1,13 @@
-"""edgenn tag: XMP sidecars that real clients read, merged sidecars, untouched photos, resumable."""
+"""edgenn tag: untouched photos, fast faithful decoding, resumable runs, manifests, CLI choices.
+
+The sidecar format itself (what exiftool reads, merging) is tested in test_xmp.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgenn import preprocess, tag
+from edgenn import artifact, preprocess, tag, tflite_model, xmp
 from edgenn.cli import main
+from edgenn.cli import tag as tag_cli
 
 from .conftest import REPO, SAMPLES
 
@@ -86,77 +89,6 @@ def test_tags_photos_and_never_touches_them(album):
         for p in album.glob("*-?.jpg")
     )
     assert right >= 8
-
-
-def test_exiftool_reads_the_keywords(album):
-    CliRunner().invoke(main, ["tag", "-m", str(MODEL), str(album), "--threshold", "0"])
-    exiftool = shutil.which("exiftool")
-    assert exiftool, "exiftool (libimage-exiftool-perl) is installed by scripts/setup.sh test"
-    side = album / "Bag-0.jpg.xmp"
-    out = subprocess.run(
-        [exiftool, "-j", "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", str(side)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    doc = json.loads(out.stdout)[0]
-    subjects = doc["Subject"] if isinstance(doc["Subject"], list) else [doc["Subject"]]
-    hierarchy = doc["HierarchicalSubject"]
-    hierarchy = hierarchy if isinstance(hierarchy, list) else [hierarchy]
-    assert subjects and all(h.startswith("edgenn|") for h in hierarchy)
-    assert [h.split("|", 1)[1] for h in hierarchy] == subjects
-
-
-FOREIGN = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
-<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="darktable">
- <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-  <rdf:Description rdf:about=""
-    xmlns:xmp="http://ns.adobe.com/xap/1.0/"
-    xmlns:dc="http://purl.org/dc/elements/1.1/"
-    xmlns:lr="http://ns.adobe.com/lightroom/1.0/"
-    xmlns:darktable="http://darktable.sf.net/"
-    xmp:Rating="4"
-    darktable:xmp_version="5">
-   <dc:subject><rdf:Bag><rdf:li>holiday</rdf:li><rdf:li>family</rdf:li></rdf:Bag></dc:subject>
-   <lr:hierarchicalSubject><rdf:Bag><rdf:li>places|beach</rdf:li></rdf:Bag></lr:hierarchicalSubject>
-   <darktable:history><rdf:Seq><rdf:li darktable:operation="exposure" darktable:enabled="1"/></rdf:Seq></darktable:history>
-  </rdf:Description>
- </rdf:RDF>
-</x:xmpmeta>
-<?xpacket end="w"?>
-"""
-
-
-def test_existing_sidecar_is_merged_not_replaced(album):
-    photo = album / "Sneaker-0.jpg"
-    side = album / "Sneaker-0.jpg.xmp"
-    side.write_text(FOREIGN)
-    for args in ([], ["--retag"], ["--retag", "--threshold", "0"]):
-        result = CliRunner().invoke(main, ["tag", "-m", str(MODEL), str(photo), *args])
-        assert result.exit_code == 0, result.output
-    text = side.read_text()
-    # Everything that was there survives, with its own prefixes.
-    for kept in (
-        "holiday",
-        "family",
-        "places|beach",
-        'xmp:Rating="4"',
-        "darktable:history",
-        'darktable:operation="exposure"',
-        'darktable:xmp_version="5"',
-        'xmlns:darktable="http://darktable.sf.net/"',
-    ):
-        assert kept in text, kept
-    # edgenn's keywords are updated in place, never duplicated across reruns.
-    root, _ = tag.read_sidecar(side)
-    subjects = tag._bag_items(root.find(".//" + tag._q("dc", "subject")))
-    assert subjects[:2] == ["holiday", "family"] and len(subjects) == len(set(subjects))
-    assert text.count("<edgenn:ModelHash>") == 1
-    assert len(subjects) == 2 + 3  # --threshold 0 with k=3: three labels
-    exif = subprocess.run(
-        ["exiftool", "-j", "-XMP-dc:Subject", str(side)], capture_output=True, text=True
-    )
-    assert "holiday" in exif.stdout
 
 
 def test_rerun_skips_photos_tagged_by_the_same_model(album):
@@ -257,3 +189,88 @@ def test_exif_orientation_is_applied_before_inference(tmp_path):
             Image.open(photo).convert("L").resize((28, 28), Image.Resampling.BILINEAR)
         ).astype(int)
         assert np.abs(raw - upright[..., 0]).mean() > 15
+
+
+def test_the_library_reports_through_callbacks_and_never_prints(album, capfd):
+    seen, warnings = [], []
+    summary, results = tag.tag(
+        MODEL,
+        tag.find_photos([album]),
+        dry_run=True,
+        workers=1,
+        progress=lambda done, total, rate: seen.append((done, total, rate)),
+        warn=warnings.append,
+    )
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert [done for done, _, _ in seen] == list(range(1, 16)) and {t for _, t, _ in seen} == {15}
+    assert sorted(warnings) == sorted(r.error for r in results if r.status == "failed")
+    assert len(warnings) == 3 and not any(w.startswith("edgenn:") for w in warnings)
+    assert summary.dry_run and summary.tagged == 12 and not list(album.glob("*.xmp"))
+
+
+def test_progress_printer_writes_a_line_per_tenth_in_a_log(tmp_path):
+    log = tmp_path / "progress.log"
+    with log.open("w") as stream:
+        show = tag_cli.progress_printer(stream)
+        for done in range(1, 101):
+            show(done, 100, 50.0)
+    lines = log.read_text().splitlines()
+    # The first photo, then each tenth: a log shows the run started and how it went.
+    assert [line.split("] ")[1].split(" ")[0] for line in lines] == [
+        f"{done}/100" for done in (1, *range(10, 101, 10))
+    ]
+    assert "\r" not in log.read_text() and lines[-1].startswith(
+        "tag [" + "#" * 30 + "] 100/100 50.0 photos/s"
+    )
+
+
+def _option(name):
+    return next(p for p in main.commands["tag"].params if p.name == name)
+
+
+def test_cli_choices_and_defaults_come_from_the_library():
+    assert list(_option("fmt").type.choices) == list(tag.FORMATS)
+    assert _option("fmt").default == tag.DEFAULT_FORMAT in tag.FORMATS
+    assert list(_option("sidecar").type.choices) == list(xmp.SIDECAR_STYLES)
+    assert _option("sidecar").default == xmp.DEFAULT_SIDECAR_STYLE
+    assert _option("top_k").default == tag.DEFAULT_TOP_K == 3
+    assert _option("threshold").default == tag.DEFAULT_THRESHOLD == 0.5
+    assert set(tag.MANIFEST_FORMATS) < set(tag.FORMATS)
+
+
+def test_bad_option_values_are_usage_errors(album):
+    photos = tag.find_photos([album])
+    for kwargs, message in (
+        ({"fmt": "yaml"}, "--format"),
+        ({"sidecar": "inline"}, "--sidecar"),
+        ({"threshold": 1.5}, "--threshold"),
+        ({"top_k": 0}, "--top-k"),
+    ):
+        with pytest.raises(tag.UsageError, match=message):
+            tag.tag(MODEL, photos, **kwargs)
+    result = CliRunner().invoke(main, ["tag", "-m", str(MODEL), str(album), "--threshold", "2"])
+    assert result.exit_code == 2 and "--threshold must be between 0 and 1" in result.stderr
+
+
+def test_a_model_whose_labels_do_not_fit_its_outputs_is_refused_in_one_line(album, tmp_path):
+    spec = artifact.model_info(tflite_model.load(MODEL)).spec
+    bad = tmp_path / "three_labels.tflite"
+    bad.write_bytes(artifact.embed(MODEL.read_bytes(), ["Bag", "Coat", "Shirt"], spec))
+    result = CliRunner().invoke(main, ["tag", "-m", str(bad), str(album)])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgenn: error:")
+    assert "3 labels" in lines[0] and "10 outputs" in lines[0]
+    assert not list(album.glob("*.xmp"))
+
+
+def test_a_damaged_manifest_is_refused_not_overwritten(album, tmp_path):
+    for fmt, text in (("json", "[1, 2]\n"), ("csv", "name,size\nx,1\n")):
+        out = tmp_path / f"tags.{fmt}"
+        out.write_text(text)
+        result = CliRunner().invoke(
+            main, ["tag", "-m", str(MODEL), str(album), "--format", fmt, "-o", str(out)]
+        )
+        assert result.exit_code == 1 and f"not an edgenn {fmt} manifest" in result.stderr
+        assert out.read_text() == text
