@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import RESULTS, report
 
+from edgenn.cli.train import EpochBar
 from edgenn.datasets import DataSpec
 from edgenn.host.train import TrainConfig, train
 
@@ -36,7 +37,7 @@ def main() -> None:
             continue
         config = spec["config"]
         config.data = DataSpec(dataset="fashion-mnist", seed=0)
-        result = train(config, args.out / f"fmnist-{name}", overwrite=True)
+        result = train(config, args.out / f"fmnist-{name}", overwrite=True, progress=EpochBar())
         m = result.metrics
         ok = m["test_accuracy"] >= spec["target"] and (
             spec["max_params"] is None or m["params"] <= spec["max_params"]

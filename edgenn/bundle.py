@@ -3,7 +3,7 @@
 ``make_bundle`` writes::
 
     DIR/
-      models/            the model(s) with labels.txt and preprocess.json
+      models/            the model(s) with their labels and preprocessing (edgenn.artifact)
       wheels/            a wheel of edgenn itself
       requirements.txt   pinned for the target
       install.sh         makes .venv on the device and installs from the bundle
@@ -11,6 +11,9 @@
       edgenn.service     an optional systemd unit (with --service)
       README.md          the steps and the figures of each model
       bundle.json        what was checked, for scripts
+
+What a target installs and checks lives in one record per target (:data:`BUNDLE_TARGETS`), what a
+service runs in one record per service (:data:`SERVICES`); the CLI builds its choices from both.
 
 ``deploy`` copies the folder with the system's rsync over ssh and runs ``install.sh`` there.
 """
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +35,133 @@ from edgenn import __version__, artifact, targets, tflite_model
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
 
-BUNDLE_TARGETS = ("pi", "pi-legacy", "coral")
-#: Services a bundle can run under systemd.
-SERVICES = ("camera", "tag")
-#: What each bundle target installs. pi: 64-bit Raspberry Pi OS with LiteRT and numpy 2;
-#: pi-legacy: 32-bit Pi OS or Python <= 3.11 set-ups with the last tflite-runtime (numpy < 2);
-#: coral: tflite-runtime with Coral's libedgetpu1-std from Coral's apt repository.
-REQUIREMENTS = {
-    "pi": ["ai-edge-litert==2.3.0", "numpy>=2,<3", "pillow>=10", "click>=8.1"],
-    "pi-legacy": ["tflite-runtime==2.14.0", "numpy<2", "pillow>=9.1", "click>=8.1"],
-    "coral": ["tflite-runtime==2.14.0", "numpy<2", "pillow>=9.1", "click>=8.1"],
+
+@dataclasses.dataclass(frozen=True)
+class BundleTarget:
+    """One kind of device a bundle installs on.
+
+    Attributes:
+        name: The ``--target`` value.
+        help: One line for ``edgenn bundle --help``.
+        runtime: The TFLite runtime it installs, for messages.
+        requirements: What install.sh pins into the device's virtual environment.
+        service_requirements: Extra pins per service name (the camera service needs an OpenCV
+            built against this target's numpy).
+        check: The :mod:`edgenn.targets` check every model must pass.
+        check_options: Options of that check.
+        carries_schema: Ship TFLite's flatbuffer schema module in ``wheels/``: edgenn reads every
+            model before a runtime sees it, and this target's runtime ships no schema.
+        max_python: Newest Python the runtime has wheels for; install.sh refuses a newer one.
+        edgetpu: Models must be edgetpu_compiler output (``NAME_edgetpu.tflite`` holding an
+            ``edgetpu-custom-op``) and run with ``--delegate edgetpu``.
+        system_packages: Debian packages install.sh requires, each with where it comes from.
+    """
+
+    name: str
+    help: str
+    runtime: str
+    requirements: tuple[str, ...]
+    service_requirements: Mapping[str, tuple[str, ...]]
+    check: str
+    check_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    carries_schema: bool = False
+    max_python: tuple[int, int] | None = None
+    edgetpu: bool = False
+    system_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def requirements_for(self, service: Service | None) -> list[str]:
+        """The pinned requirements of a bundle running ``service`` (None: predict only)."""
+        extra = self.service_requirements.get(service.name, ()) if service else ()
+        return [*self.requirements, *extra]
+
+
+#: The bundle targets; the first is the default. pi-legacy and coral stay on tflite-runtime 2.14,
+#: the last release: Python <= 3.11 and numpy < 2 only (OpenCV 5 needs numpy 2, hence < 5 there).
+BUNDLE_TARGETS: dict[str, BundleTarget] = {
+    t.name: t
+    for t in (
+        BundleTarget(
+            name="pi",
+            help="64-bit Raspberry Pi OS: LiteRT and numpy 2",
+            runtime="ai-edge-litert 2.3.0",
+            requirements=("ai-edge-litert==2.3.0", "numpy>=2,<3", "pillow>=10", "click>=8.1"),
+            service_requirements={"camera": ("opencv-python-headless>=4.9",)},
+            check="cpu",
+        ),
+        BundleTarget(
+            name="pi-legacy",
+            help="32-bit Pi OS or Python <= 3.11: tflite-runtime 2.14 and numpy 1",
+            runtime="tflite-runtime 2.14",
+            requirements=("tflite-runtime==2.14.0", "numpy<2", "pillow>=9.1", "click>=8.1"),
+            service_requirements={"camera": ("opencv-python-headless<5",)},
+            check="tflite-runtime-2.14",
+            carries_schema=True,
+            max_python=(3, 11),
+        ),
+        BundleTarget(
+            name="coral",
+            help="Coral Edge TPU: tflite-runtime 2.14 and libedgetpu1-std; models from "
+            "edgetpu_compiler",
+            runtime="tflite-runtime 2.14",
+            requirements=("tflite-runtime==2.14.0", "numpy<2", "pillow>=9.1", "click>=8.1"),
+            service_requirements={"camera": ("opencv-python-headless<5",)},
+            # The model is compiled already; its uncompiled parts must still be 8-bit.
+            check="edgetpu",
+            check_options={"compile": False},
+            carries_schema=True,
+            max_python=(3, 11),
+            edgetpu=True,
+            system_packages={
+                "libedgetpu1-std": "Coral's apt repository (https://coral.ai/software/#debian-packages)"
+            },
+        ),
+    )
 }
-#: OpenCV for the camera service: numpy 2 builds on pi, the last numpy-1 series (4.x) elsewhere.
-CAMERA_REQUIREMENTS = {
-    "pi": ["opencv-python-headless>=4.9"],
-    "pi-legacy": ["opencv-python-headless<5"],
-    "coral": ["opencv-python-headless<5"],
+DEFAULT_TARGET = next(iter(BUNDLE_TARGETS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """A job a bundle runs under systemd; the unit's ExecStart runs ``run.sh``, which runs this.
+
+    Attributes:
+        name: The ``--service`` value.
+        help: One line for ``edgenn bundle --help``.
+        command: The line run.sh executes; ``{model}`` is the first model's file name and
+            ``{delegate}`` the target's delegate option (or nothing). Arguments given to run.sh
+            follow it (``"$@"``).
+        restart: systemd's ``Restart=`` for the unit.
+    """
+
+    name: str
+    help: str
+    command: str
+    restart: str = "on-failure"
+
+
+#: What run.sh does without a service: classify the photos given to it.
+PREDICT_COMMAND = 'exec .venv/bin/edgenn predict -m "models/{model}"{delegate} "$@"'
+#: The services a bundle can run under systemd.
+SERVICES: dict[str, Service] = {
+    s.name: s
+    for s in (
+        Service(
+            name="camera",
+            help="classify camera frames headless, with a web view on $SERVE",
+            command='exec .venv/bin/edgenn camera -m "models/{model}"{delegate} '
+            '--source "${{CAMERA:-0}}" --headless --serve "${{SERVE:-127.0.0.1:8000}}" "$@"',
+            # A camera service should come back after the camera does; a tagger only after a
+            # failure.
+            restart="always",
+        ),
+        Service(
+            name="tag",
+            help="tag the photos under $PHOTOS (default ~/Pictures) as XMP keywords",
+            command='exec .venv/bin/edgenn tag -m "models/{model}" '
+            '"${{PHOTOS:-$HOME/Pictures}}" --recursive "$@"',
+        ),
+    )
 }
-#: The target check each bundle target requires of its models.
-TARGET_CHECK = {"pi": "cpu", "pi-legacy": "tflite-runtime-2.14", "coral": "edgetpu"}
 
 
 @dataclasses.dataclass
@@ -91,17 +203,7 @@ def build_wheel(dest: Path) -> Path:
     root = _project_root()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "-q",
-                "-w",
-                tmp,
-                str(root),
-            ],
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(root)],
             capture_output=True,
             text=True,
         )
@@ -126,39 +228,36 @@ def _copy_schema(dest: Path) -> None:
     shutil.copy(_schema().__file__, dest / "edgenn_tflite_schema.py")
 
 
-def _check_model(path: Path, target: str) -> dict[str, Any]:
-    model = tflite_model.load(path)
-    check_name = TARGET_CHECK[target]
-    if target == "coral" and not path.stem.endswith("_edgetpu"):
+def _check_compiled(path: Path, model: tflite_model.TFLiteFile) -> None:
+    """Refuse a model that edgetpu_compiler did not write."""
+    if not path.stem.endswith("_edgetpu"):
         raise EdgennError(
             f"{path} is not an Edge TPU-compiled model (expected NAME_edgetpu.tflite); a Coral bundle "
             "runs what edgetpu_compiler wrote.",
             f"Compile it first: edgetpu_compiler -s -o {path.parent} {path} "
             "(or: edgenn convert RUN --target edgetpu, which runs the compiler when installed)",
         )
-    report = (
-        targets.check(model, check_name)
-        if target != "coral"
-        else targets.check(model, "edgetpu", compile=False)
-    )
-    if target == "coral":
-        # A compiled model holds one edgetpu-custom-op; its uncompiled parts must still be 8-bit.
-        ok = any(op.name == "edgetpu-custom-op" for op in model.ops)
-        if not ok:
-            raise EdgennError(
-                f"{path} has no edgetpu-custom-op: it was not compiled for the Edge TPU."
-            )
-    elif not report.ok and any(r.status == targets.FAILS for r in report.rows):
-        raise EdgennError(
-            f"{path} fails the {check_name} check that a {target} bundle needs: {report.verdict}"
-        )
-    from edgenn.artifact import model_info
+    # A compiled model holds one edgetpu-custom-op; its uncompiled parts must still be 8-bit.
+    if not any(op.name == "edgetpu-custom-op" for op in model.ops):
+        raise EdgennError(f"{path} has no edgetpu-custom-op: it was not compiled for the Edge TPU.")
 
-    info = model_info(model)
+
+def _check_model(path: Path, target: BundleTarget) -> dict[str, Any]:
+    """Read a model, run its target's check and refuse it when it cannot run there."""
+    model = tflite_model.load(path)
+    if target.edgetpu:
+        _check_compiled(path, model)
+    report = targets.check(model, target.check, **target.check_options)
+    if not target.edgetpu and not report.ok and any(r.status == targets.FAILS for r in report.rows):
+        raise EdgennError(
+            f"{path} fails the {target.check} check that a {target.name} bundle needs: "
+            f"{report.verdict}"
+        )
+    info = artifact.model_info(model)
     return {
         "model": path.name,
         "size_bytes": model.size_bytes,
-        "check": check_name,
+        "check": target.check,
         "verdict": report.verdict,
         "labels": len(info.labels),
         "min_runtime_version": model.min_runtime_version,
@@ -166,10 +265,21 @@ def _check_model(path: Path, target: str) -> dict[str, Any]:
     }
 
 
+def _resolve(target: str, service: str | None) -> tuple[BundleTarget, Service | None]:
+    """The records of a ``--target`` and ``--service`` name."""
+    if target not in BUNDLE_TARGETS:
+        raise UsageError(
+            f"Unknown --target {target!r}; expected one of {', '.join(BUNDLE_TARGETS)}."
+        )
+    if service is not None and service not in SERVICES:
+        raise UsageError(f"Unknown --service {service!r}; expected one of {', '.join(SERVICES)}.")
+    return BUNDLE_TARGETS[target], SERVICES[service] if service else None
+
+
 def make_bundle(
     models: list[Path],
     output: Path,
-    target: str = "pi",
+    target: str = DEFAULT_TARGET,
     service: str | None = None,
     overwrite: bool = False,
 ) -> BundleResult:
@@ -178,8 +288,8 @@ def make_bundle(
     Args:
         models: ``.tflite`` files (the first is the one ``run.sh`` uses).
         output: Folder to create.
-        target: ``pi``, ``pi-legacy`` or ``coral``.
-        service: ``camera`` or ``tag`` for a systemd unit; None for none.
+        target: A name from :data:`BUNDLE_TARGETS`.
+        service: A name from :data:`SERVICES` for a systemd unit; None for none.
         overwrite: Replace an existing folder.
 
     Returns:
@@ -189,47 +299,56 @@ def make_bundle(
         UsageError: Bad target or service, or no model.
         EdgennError: A model fails its target's check; nothing is written.
     """
-    if target not in BUNDLE_TARGETS:
-        raise UsageError(
-            f"Unknown --target {target!r}; expected one of {', '.join(BUNDLE_TARGETS)}."
-        )
-    if service is not None and service not in SERVICES:
-        raise UsageError(f"Unknown --service {service!r}; expected one of {', '.join(SERVICES)}.")
+    record, job = _resolve(target, service)
     if not models:
         raise UsageError("Give at least one model.")
-    checked = [_check_model(Path(m), target) for m in models]
-    requirements = list(REQUIREMENTS[target])
-    if service == "camera":
-        requirements += CAMERA_REQUIREMENTS[target]
+    models = [Path(m) for m in models]
+    checked = [_check_model(m, record) for m in models]
+    requirements = record.requirements_for(job)
+    summary = [{k: v for k, v in c.items() if k != "info"} for c in checked]
     with atomic_directory(Path(output), overwrite=overwrite) as tmp:
         wheel = build_wheel(tmp / "wheels")
-        if target in ("pi-legacy", "coral"):
+        if record.carries_schema:
             _copy_schema(tmp / "wheels")
         (tmp / "models").mkdir()
         for path in models:
-            shutil.copy(path, tmp / "models" / Path(path).name)
+            shutil.copy(path, tmp / "models" / path.name)
         first = checked[0]["info"]
         artifact.write_companions(tmp / "models", first.labels, first.spec)
-        (tmp / "requirements.txt").write_text(
-            f"# Pinned for the {target} target by edgenn {__version__}.\n"
-            + "\n".join(requirements)
-            + "\n"
-        )
-        _write_script(tmp / "install.sh", _install_sh(target, wheel.name))
-        _write_script(tmp / "run.sh", _run_sh(Path(models[0]).name, service))
-        if service:
-            (tmp / "edgenn.service").write_text(_unit(service))
-        summary = [{k: v for k, v in c.items() if k != "info"} for c in checked]
-        (tmp / "README.md").write_text(_readme(target, service, summary, requirements))
-        (tmp / "bundle.json").write_text(
-            json.dumps(
-                {"target": target, "service": service, "edgenn": __version__, "models": summary},
-                indent=2,
-            )
-            + "\n"
-        )
+        _write_texts(tmp, record, job, models[0].name, wheel.name, summary, requirements)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-    return BundleResult(str(output), target, service, summary, requirements, wheel.name, files)
+    return BundleResult(
+        str(output), record.name, job and job.name, summary, requirements, wheel.name, files
+    )
+
+
+def _write_texts(
+    folder: Path,
+    target: BundleTarget,
+    service: Service | None,
+    model: str,
+    wheel: str,
+    summary: list[dict[str, Any]],
+    requirements: list[str],
+) -> None:
+    """Write the bundle's scripts, unit, requirements, README and bundle.json."""
+    (folder / "requirements.txt").write_text(
+        f"# Pinned for the {target.name} target by edgenn {__version__}.\n"
+        + "\n".join(requirements)
+        + "\n"
+    )
+    _write_script(folder / "install.sh", _install_sh(target, wheel))
+    _write_script(folder / "run.sh", _run_sh(target, service, model))
+    if service:
+        (folder / "edgenn.service").write_text(_unit(service))
+    (folder / "README.md").write_text(_readme(target, service, summary, requirements))
+    doc = {
+        "target": target.name,
+        "service": service and service.name,
+        "edgenn": __version__,
+        "models": summary,
+    }
+    (folder / "bundle.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _write_script(path: Path, text: str) -> None:
@@ -237,36 +356,40 @@ def _write_script(path: Path, text: str) -> None:
     path.chmod(0o755)
 
 
-def _install_sh(target: str, wheel: str) -> str:
-    coral = (
-        """
-# The Edge TPU runtime comes from Coral's apt repository (https://coral.ai/software/#debian-packages).
-if ! dpkg-query -W libedgetpu1-std >/dev/null 2>&1; then
-  echo "install.sh: libedgetpu1-std is not installed. Add Coral's repository and run:" >&2
-  echo "  sudo apt-get install libedgetpu1-std" >&2
+def _system_package_checks(target: BundleTarget) -> str:
+    return "".join(
+        f"""
+# {package} comes from {source}.
+if ! dpkg-query -W {package} >/dev/null 2>&1; then
+  echo "install.sh: {package} is not installed. Add its repository and run:" >&2
+  echo "  sudo apt-get install {package}" >&2
   exit 1
 fi
 """
-        if target == "coral"
-        else ""
+        for package, source in target.system_packages.items()
     )
-    python_check = (
-        """
-# tflite-runtime 2.14 has wheels for Python 3.11 and older only.
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info < (3, 12) else 1)' || {
-  echo "install.sh: $target needs Python <= 3.11 (tflite-runtime 2.14); set PYTHON=python3.11" >&2; exit 1; }
+
+
+def _python_check(target: BundleTarget) -> str:
+    if target.max_python is None:
+        return ""
+    major, minor = target.max_python
+    return f"""
+# {target.runtime} has wheels for Python {major}.{minor} and older only.
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info < ({major}, {minor + 1}) else 1)' || {{
+  echo "install.sh: $target needs Python <= {major}.{minor} ({target.runtime}); set PYTHON=python{major}.{minor}" >&2; exit 1; }}
 """
-        if target in ("pi-legacy", "coral")
-        else ""
-    )
+
+
+def _install_sh(target: BundleTarget, wheel: str) -> str:
     return f"""#!/usr/bin/env bash
 # Install this bundle on the device: a virtual environment in .venv, edgenn from wheels/, and the
-# pinned requirements. Safe to run again. Generated by edgenn bundle --target {target}.
+# pinned requirements. Safe to run again. Generated by edgenn bundle --target {target.name}.
 set -euo pipefail
 cd "$(dirname "$0")"
-target={target}
+target={target.name}
 PYTHON=${{PYTHON:-python3}}
-{coral}{python_check}
+{_system_package_checks(target)}{_python_check(target)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -r requirements.txt
@@ -281,29 +404,23 @@ echo "install.sh: done. Try: ./run.sh path/to/photo.jpg"
 """
 
 
-def _run_sh(model: str, service: str | None) -> str:
-    delegate = " --delegate edgetpu" if model.endswith("_edgetpu.tflite") else ""
-    job = {
-        None: f'exec .venv/bin/edgenn predict -m "models/{model}"{delegate} "$@"',
-        "camera": f'exec .venv/bin/edgenn camera -m "models/{model}"{delegate} --source "${{CAMERA:-0}}" --headless --serve "${{SERVE:-127.0.0.1:8000}}" "$@"',
-        "tag": f'exec .venv/bin/edgenn tag -m "models/{model}" "${{PHOTOS:-$HOME/Pictures}}" --recursive "$@"',
-    }[service]
+def _run_sh(target: BundleTarget, service: Service | None, model: str) -> str:
+    command = service.command if service else PREDICT_COMMAND
+    delegate = " --delegate edgetpu" if target.edgetpu else ""
     return f"""#!/usr/bin/env bash
 # Run the bundled model. Generated by edgenn bundle.
 set -euo pipefail
 cd "$(dirname "$0")"
-{job}
+{command.format(model=model, delegate=delegate)}
 """
 
 
-def _unit(service: str) -> str:
-    # A camera service should come back after the camera does; a tagger only after a failure.
-    restart = "always" if service == "camera" else "on-failure"
+def _unit(service: Service) -> str:
     return f"""# Generated by edgenn bundle. Install with:
 #   sudo cp edgenn.service /etc/systemd/system/ && sudo systemctl enable --now edgenn
 # (edit WorkingDirectory and User to where the bundle lives and who runs it)
 [Unit]
-Description=edgenn {service}
+Description=edgenn {service.name}
 After=network-online.target
 
 [Service]
@@ -311,7 +428,7 @@ Type=simple
 User=pi
 WorkingDirectory=/home/pi/edgenn-bundle
 ExecStart=/home/pi/edgenn-bundle/run.sh
-Restart={restart}
+Restart={service.restart}
 RestartSec=10
 
 [Install]
@@ -320,12 +437,15 @@ WantedBy=multi-user.target
 
 
 def _readme(
-    target: str, service: str | None, models: list[dict[str, Any]], requirements: list[str]
+    target: BundleTarget,
+    service: Service | None,
+    models: list[dict[str, Any]],
+    requirements: list[str],
 ) -> str:
     rows = "\n".join(
         f"| {m['model']} | {m['size_bytes']:,} | {m['check']} | {m['verdict']} |" for m in models
     )
-    return f"""# edgenn bundle for {target}
+    return f"""# edgenn bundle for {target.name}
 
 1. Copy this folder to the device (or `edgenn deploy THIS_FOLDER pi@raspberrypi.local`).
 2. On the device: `./install.sh` (makes `.venv`, installs {", ".join(requirements)} and edgenn).
@@ -348,6 +468,20 @@ class DeployResult:
     output: str
 
 
+#: The Debian package each tool deploy runs comes from.
+DEPLOY_TOOLS = {"ssh": "openssh-client", "rsync": "rsync"}
+#: Where deploy puts the bundle when the destination names no path.
+DEFAULT_REMOTE_PATH = "edgenn-bundle"
+
+
+def _split_destination(destination: str) -> tuple[str, str]:
+    """``user@host[:path]`` -> ``(user@host, path)``."""
+    host, _, path = destination.partition(":")
+    if "@" not in host or not host.split("@")[1]:
+        raise UsageError(f"Destination {destination!r} should be USER@HOST[:PATH].")
+    return host, path or DEFAULT_REMOTE_PATH
+
+
 def deploy(
     bundle: Path, destination: str, run: bool = False, ssh_options: list[str] | None = None
 ) -> DeployResult:
@@ -355,63 +489,55 @@ def deploy(
 
     Args:
         bundle: The bundle folder.
-        destination: ``user@host`` or ``user@host:path`` (default path ``edgenn-bundle``).
-        run: Also start the service (systemd unit) or ``run.sh --help`` when there is none.
+        destination: ``user@host`` or ``user@host:path`` (default path :data:`DEFAULT_REMOTE_PATH`).
+        run: Also start the service (systemd unit), or check that ``edgenn --version`` runs there
+            when the bundle has none.
         ssh_options: Extra ``-o``-style options / arguments passed to ssh (e.g. ``-p 2222``).
 
     Returns:
         The result.
 
     Raises:
-        EdgennError: ssh or rsync failed (one line: unreachable, refused, ...).
+        UsageError: The destination is not ``USER@HOST[:PATH]``.
+        EdgennError: Not a bundle, ssh or rsync missing or failed (one line: unreachable,
+            refused, ...).
     """
     bundle = Path(bundle)
     if not (bundle / "install.sh").is_file():
         raise EdgennError(
             f"{bundle} is not an edgenn bundle (no install.sh).", "Make one with: edgenn bundle"
         )
-    host, _, path = destination.partition(":")
-    if "@" not in host or not host.split("@")[1]:
-        raise UsageError(f"Destination {destination!r} should be USER@HOST[:PATH].")
-    path = path or "edgenn-bundle"
-    for tool in ("ssh", "rsync"):
+    host, path = _split_destination(destination)
+    for tool, package in DEPLOY_TOOLS.items():
         if shutil.which(tool) is None:
             raise EdgennError(
-                f"{tool} is not installed.",
-                f"Install it: sudo apt-get install {'openssh-client' if tool == 'ssh' else 'rsync'}",
+                f"{tool} is not installed.", f"Install it: sudo apt-get install {package}"
             )
     ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *(ssh_options or [])]
     _run([*ssh, host, f"mkdir -p {shlex.quote(path)}"], "creating the destination folder")
-    _run(
-        [
-            "rsync",
-            "-a",
-            "--delete",
-            "--exclude",
-            ".venv",
-            "-e",
-            shlex.join(ssh),
-            f"{bundle}/",
-            f"{host}:{path}/",
-        ],
-        "copying the bundle",
-    )
+    rsync = ["rsync", "-a", "--delete", "--exclude", ".venv", "-e", shlex.join(ssh)]
+    _run([*rsync, f"{bundle}/", f"{host}:{path}/"], "copying the bundle")
     out = _run([*ssh, host, f"cd {shlex.quote(path)} && ./install.sh"], "running install.sh")
-    started = False
     if run:
-        if (bundle / "edgenn.service").is_file():
-            _run(
-                [
-                    *ssh,
-                    host,
-                    f"cd {path} && sudo cp edgenn.service /etc/systemd/system/ && sudo systemctl enable --now edgenn",
-                ],
-                "starting the service",
-            )
-        else:
-            out += _run([*ssh, host, f"cd {path} && .venv/bin/edgenn --version"], "running edgenn")
-        started = True
-    return DeployResult(destination, True, True, started, out)
+        out += _start(bundle, ssh, host, path)
+    return DeployResult(destination, True, True, run, out)
+
+
+def _start(bundle: Path, ssh: list[str], host: str, path: str) -> str:
+    """Enable and start the bundle's systemd unit, or check that edgenn runs when it has none."""
+    if (bundle / "edgenn.service").is_file():
+        command = (
+            f"cd {path} && sudo cp edgenn.service /etc/systemd/system/ "
+            "&& sudo systemctl enable --now edgenn"
+        )
+        _run([*ssh, host, command], "starting the service")
+        return ""
+    return _run([*ssh, host, f"cd {path} && .venv/bin/edgenn --version"], "running edgenn")
+
+
+#: ssh's stderr phrases that mean the host could not be reached, and those that mean it said no.
+_UNREACHABLE = ("Could not resolve hostname", "No route to host", "Connection refused", "timed out")
+_REFUSED = ("Permission denied",)
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -419,14 +545,9 @@ def _run(cmd: list[str], what: str) -> str:
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        if (
-            "Could not resolve hostname" in proc.stderr
-            or "No route to host" in proc.stderr
-            or "Connection refused" in proc.stderr
-            or "timed out" in proc.stderr
-        ):
+        if any(phrase in proc.stderr for phrase in _UNREACHABLE):
             reason = "host unreachable: " + reason
-        elif "Permission denied" in proc.stderr:
+        elif any(phrase in proc.stderr for phrase in _REFUSED):
             reason = "authentication refused: " + reason
         raise EdgennError(f"Deploy failed while {what}: {reason}")
     return proc.stdout

@@ -133,7 +133,7 @@ def cnn_run(tmp_path_factory):
     config = TrainConfig(
         data=data.DataSpec(limit=2000, seed=0), model="cnn", filters=[16, 32], epochs=4, patience=0
     )
-    return train(config, out, progress=False)
+    return train(config, out)
 
 
 @pytest.fixture(scope="session")
@@ -146,4 +146,4 @@ def mlp_run(tmp_path_factory):
     config = TrainConfig(
         data=data.DataSpec(limit=2000, seed=0), model="mlp", hidden=[32], epochs=4, patience=0
     )
-    return train(config, out, progress=False)
+    return train(config, out)

@@ -12,13 +12,14 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from edgenn.bundle import make_bundle
+from edgenn.bundle import BUNDLE_TARGETS, DEFAULT_TARGET, SERVICES, make_bundle
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
 
@@ -44,6 +45,9 @@ def test_bundle_installs_in_a_fresh_environment_and_predicts(tmp_path, target, r
     assert {"install.sh", "run.sh", "requirements.txt", "README.md", "bundle.json"} <= set(
         result.files
     )
+    # tflite-runtime ships no flatbuffer schema: those bundles carry the host's copy.
+    carried = "wheels/edgenn_tflite_schema.py" in result.files
+    assert carried == BUNDLE_TARGETS[target].carries_schema == (runtime == "tflite-runtime")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
     install = subprocess.run(
         ["bash", str(out / "install.sh")], capture_output=True, text=True, env=env
@@ -92,6 +96,46 @@ def test_bundle_service_unit(tmp_path, service):
     assert any(r.startswith("opencv-python-headless") for r in result.requirements) == (
         service == "camera"
     )
+
+
+def test_cli_choices_are_the_library_registries():
+    params = {p.name: p for p in main.commands["bundle"].params}
+    assert list(params["target"].type.choices) == list(BUNDLE_TARGETS)
+    assert params["target"].default == DEFAULT_TARGET
+    assert list(params["service"].type.choices) == list(SERVICES) == ["camera", "tag"]
+
+
+def test_camera_service_bundle_end_to_end(tmp_path):
+    """edgenn bundle --service camera writes a unit whose run.sh really classifies frames."""
+    out = tmp_path / "bundle-camera"
+    made = CliRunner().invoke(main, ["bundle", str(INT8), "-o", str(out), "--service", "camera"])
+    assert made.exit_code == 0, made.output
+    assert f"{out}: bundle for pi, camera service" in made.stdout
+    doc = json.loads((out / "bundle.json").read_text())
+    assert doc["target"] == "pi" and doc["service"] == "camera"
+    unit = (out / "edgenn.service").read_text().splitlines()
+    for line in ("Description=edgenn camera", "ExecStart=/home/pi/edgenn-bundle/run.sh"):
+        assert line in unit
+    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
+    pins = [r for r in (out / "requirements.txt").read_text().splitlines() if r[:1] != "#"]
+    assert pins == [*BUNDLE_TARGETS["pi"].requirements, "opencv-python-headless>=4.9"]
+    # run.sh as systemd runs it, with this environment's edgenn in place of install.sh's .venv:
+    # three sample photos through the camera pipeline, the web view on a free local port.
+    (out / ".venv" / "bin").mkdir(parents=True)
+    (out / ".venv" / "bin" / "edgenn").symlink_to(Path(sys.executable).parent / "edgenn")
+    env = {**os.environ, "CAMERA": str(PHOTO.parent), "SERVE": f"127.0.0.1:{_free_port()}"}
+    run = subprocess.run(
+        ["bash", str(out / "run.sh"), "--every-frame", "--max-frames", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    frames = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+    assert [t["label"] for t in frames[0]["top_k"]] == _host_prediction()
+    assert "web view at http://127.0.0.1:" in run.stderr
 
 
 def _free_port() -> int:

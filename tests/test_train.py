@@ -7,20 +7,23 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from edgenn import datasets as data
+from edgenn.cli import main
+from edgenn.cli.train import _config
 from edgenn.errors import EdgennError, UsageError
 from edgenn.host import models
-from edgenn.host.train import TrainConfig, train
+from edgenn.host.train import FINE_TUNE_PHASE, LR_SCHEDULES, TRAIN_PHASE, TrainConfig, train
+from edgenn.preprocess import COLOR_MODES
 
 from .conftest import SAMPLES
-
-pytestmark = pytest.mark.tf
 
 TINY = dict(epochs=2, batch_size=64, patience=0)
 
 
+@pytest.mark.tf
 def test_run_directory_artifacts(cnn_run):
     run = cnn_run.run_dir
     names = {p.name for p in run.iterdir()}
@@ -50,6 +53,7 @@ def test_run_directory_artifacts(cnn_run):
             assert img.format == "PNG" and img.width > 300
 
 
+@pytest.mark.tf
 def test_reload_gives_the_same_predictions(cnn_run):
     splits = data.make_splits(data.load_data_spec(cnn_run.run_dir))
     x = splits.model_inputs(splits.x_test[:256])
@@ -63,23 +67,26 @@ def test_reload_gives_the_same_predictions(cnn_run):
     )
 
 
+@pytest.mark.tf
 def test_existing_run_is_not_overwritten(cnn_run):
     before = (cnn_run.run_dir / "model.keras").read_bytes()
     with pytest.raises(EdgennError, match="already exists.*--overwrite"):
-        train(TrainConfig(data=data.DataSpec(limit=100), **TINY), cnn_run.run_dir, progress=False)
+        train(TrainConfig(data=data.DataSpec(limit=100), **TINY), cnn_run.run_dir)
     assert (cnn_run.run_dir / "model.keras").read_bytes() == before
 
 
+@pytest.mark.tf
 def test_failed_run_leaves_nothing(tmp_path, iris_csv):
     out = tmp_path / "run"
     iris = data.DataSpec(dataset=str(iris_csv), target_column="species")
     with pytest.raises(UsageError, match="--model cnn needs image input"):
-        train(TrainConfig(data=iris, model="cnn", **TINY), out, progress=False)
+        train(TrainConfig(data=iris, model="cnn", **TINY), out)
     with pytest.raises(UsageError, match="--loss mse is for regression"):
-        train(TrainConfig(data=iris, model="mlp", loss="mse", **TINY), out, progress=False)
+        train(TrainConfig(data=iris, model="mlp", loss="mse", **TINY), out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.tf
 def test_mlp_classic_784_128_10(tmp_path):
     config = TrainConfig(
         data=data.DataSpec(limit=2000),
@@ -91,11 +98,27 @@ def test_mlp_classic_784_128_10(tmp_path):
         lr_schedule="plateau",
         **TINY,
     )
-    result = train(config, tmp_path / "mlp", progress=False)
+    reports = []
+    result = train(config, tmp_path / "mlp", progress=reports.append)
     assert result.metrics["params"] == 784 * 128 + 128 + 128 * 10 + 10
     assert result.metrics["test_accuracy"] > 0.6
+    # One report per batch and one per epoch end, in order; the epoch ends carry validation.
+    steps = -(-result.metrics["n_train"] // 64)
+    assert {r.steps for r in reports} == {steps}
+    ends = [r for r in reports if r.epoch_end]
+    assert [(r.phase, r.epoch, r.epochs) for r in ends] == [
+        (TRAIN_PHASE, 1, 2),
+        (TRAIN_PHASE, 2, 2),
+    ]
+    assert [r.step for r in reports if not r.epoch_end] == list(range(1, steps + 1)) * 2
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(ends[-1].metrics)
+    history = list(csv.DictReader(open(tmp_path / "mlp" / "history.csv")))
+    assert [float(row["val_loss"]) for row in history] == pytest.approx(
+        [r.metrics["val_loss"] for r in ends], rel=1e-5
+    )
 
 
+@pytest.mark.tf
 def test_transfer_from_fashion_mnist_to_digits_offline(cnn_run, tmp_path):
     config = TrainConfig(
         data=data.DataSpec(dataset="digits"),
@@ -105,8 +128,14 @@ def test_transfer_from_fashion_mnist_to_digits_offline(cnn_run, tmp_path):
         patience=0,
         learning_rate=1e-2,
     )
-    result = train(config, tmp_path / "digits", progress=False)
+    reports = []
+    result = train(config, tmp_path / "digits", progress=reports.append)
     m = result.metrics
+    ends = [(r.phase, r.epoch) for r in reports if r.epoch_end]
+    assert ends == [(TRAIN_PHASE, i) for i in range(1, 13)] + [
+        (FINE_TUNE_PHASE, 1),
+        (FINE_TUNE_PHASE, 2),
+    ]
     # The digits were resized to the base's 28x28 input; only the new head trained at first.
     spec = json.loads((tmp_path / "digits" / "preprocess.json").read_text())
     assert spec["input_shape"] == [28, 28, 1]
@@ -115,6 +144,7 @@ def test_transfer_from_fashion_mnist_to_digits_offline(cnn_run, tmp_path):
     assert (tmp_path / "digits" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
 
 
+@pytest.mark.tf
 def test_csv_regression_run(diabetes_csv, tmp_path):
     config = TrainConfig(
         data=data.DataSpec(dataset=str(diabetes_csv), target_column="progression"),
@@ -124,7 +154,7 @@ def test_csv_regression_run(diabetes_csv, tmp_path):
         patience=5,
         learning_rate=5e-3,
     )
-    result = train(config, tmp_path / "reg", progress=False)
+    result = train(config, tmp_path / "reg")
     m = result.metrics
     assert m["task"] == "regression"
     # Better than predicting the training mean (R2 = 0) on held-out patients.
@@ -133,6 +163,7 @@ def test_csv_regression_run(diabetes_csv, tmp_path):
     assert (tmp_path / "reg" / "labels.txt").read_text() == "progression\n"
 
 
+@pytest.mark.tf
 def test_binary_csv_uses_a_sigmoid_head(breast_cancer_csv, tmp_path):
     config = TrainConfig(
         data=data.DataSpec(dataset=str(breast_cancer_csv), target_column="diagnosis"),
@@ -143,12 +174,13 @@ def test_binary_csv_uses_a_sigmoid_head(breast_cancer_csv, tmp_path):
         optimizer="rmsprop",
         learning_rate=1e-2,
     )
-    result = train(config, tmp_path / "bin", progress=False)
+    result = train(config, tmp_path / "bin")
     assert result.metrics["loss_function"] == "binary_crossentropy"
     assert result.model.output_shape == (None, 1)
     assert result.metrics["test_accuracy"] > 0.85
 
 
+@pytest.mark.tf
 def test_categorical_crossentropy_and_image_folder(tmp_path):
     config = TrainConfig(
         data=data.DataSpec(dataset=str(SAMPLES), seed=1),
@@ -160,16 +192,18 @@ def test_categorical_crossentropy_and_image_folder(tmp_path):
         augment=True,
         **TINY,
     )
-    result = train(config, tmp_path / "folder", progress=False)
+    result = train(config, tmp_path / "folder")
     assert result.metrics["n_test"] == 60 and result.metrics["num_classes"] == 10
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("name", models.OPTIMIZERS)
 def test_every_optimizer_builds(name):
     opt = models.make_optimizer(name, 0.01)
     assert float(opt.learning_rate) == pytest.approx(0.01)
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("activation", models.ACTIVATIONS)
 def test_builders_and_activations(activation):
     cnn = models.build_cnn((28, 28, 1), 10, depthwise=True, dense=32, activation=activation)
@@ -181,12 +215,48 @@ def test_builders_and_activations(activation):
     assert mlp.output_shape == (None, 1)
 
 
+@pytest.mark.tf
 def test_default_cnn_is_compact():
     assert models.build_cnn((28, 28, 1), 10).count_params() <= 100_000
 
 
+@pytest.mark.tf
 def test_loading_a_non_model_is_a_clear_error(tmp_path):
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(EdgennError, match="could not be loaded as a Keras model"):
         models.load_keras_model(bad)
+
+
+def test_cli_defaults_and_choices_are_the_library_s():
+    """Runs without TensorFlow: edgenn train's options are read from the library."""
+    command = main.commands["train"]
+    ctx = command.make_context("train", ["-o", "run"])
+    assert _config(ctx.params) == TrainConfig()
+    choices = {p.name: list(p.type.choices) for p in command.params if hasattr(p.type, "choices")}
+    assert choices == {
+        "task": list(data.TASKS),
+        "color_mode": list(COLOR_MODES),
+        "model": list(models.MODEL_KINDS),
+        "head": list(models.CNN_HEADS),
+        "activation": list(models.ACTIVATIONS),
+        "loss": list(models.LOSSES),
+        "optimizer": list(models.OPTIMIZERS),
+        "lr_schedule": list(LR_SCHEDULES),
+    }
+    given = command.make_context("train", ["-o", "run", "--model", "mlp", "--hidden", "64,32"])
+    assert _config(given.params) == TrainConfig(model="mlp", hidden=[64, 32])
+
+
+@pytest.mark.tf
+def test_cli_prints_a_line_per_epoch_on_stderr(iris_csv, tmp_path):
+    args = ["train", "--dataset", str(iris_csv), "--target-column", "species", "--model", "mlp"]
+    args += ["--epochs", "2", "--patience", "0", "-o", str(tmp_path / "iris")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert "val_loss" in lines[-1] and "\r" not in result.stderr
+    assert result.stdout.startswith(f"{tmp_path / 'iris'}: mlp on ")
+    quiet = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "quiet"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
+from edgenn.bundle import BUNDLE_TARGETS, DEFAULT_TARGET, SERVICES
 from edgenn.cli.base import main, print_json
+
+
+def _choices_help(records: dict, lead: str) -> str:
+    """``lead`` followed by one ``name: help`` phrase per record of a registry."""
+    return lead + " " + "; ".join(f"{name}: {r.help}" for name, r in records.items()) + "."
 
 
 @main.command(
@@ -15,6 +21,7 @@ from edgenn.cli.base import main, print_json
 Examples:
   edgenn bundle runs/fmnist-cnn/model_int8.tflite -o bundle-pi --target pi
   edgenn bundle pi/model.tflite -o bundle-legacy --target pi-legacy --service tag
+  edgenn bundle runs/fmnist-cnn/model_int8.tflite -o bundle-cam --service camera
 """
 )
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -22,10 +29,16 @@ Examples:
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to create."
 )
 @click.option(
-    "--target", type=click.Choice(["pi", "pi-legacy", "coral"]), default="pi", show_default=True
+    "--target",
+    type=click.Choice(list(BUNDLE_TARGETS)),
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help=_choices_help(BUNDLE_TARGETS, "The device."),
 )
 @click.option(
-    "--service", type=click.Choice(["tag"]), help="Also write a systemd unit for this job."
+    "--service",
+    type=click.Choice(list(SERVICES)),
+    help=_choices_help(SERVICES, "Also write a systemd unit for this job."),
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -44,7 +57,8 @@ def bundle(
     if as_json:
         print_json(dataclasses.asdict(result))
         return
-    click.echo(f"{result.output}: bundle for {result.target} ({len(result.files)} files)")
+    job = f", {result.service} service" if result.service else ""
+    click.echo(f"{result.output}: bundle for {result.target}{job} ({len(result.files)} files)")
     for m in result.models:
         click.echo(f"  {m['model']}: {m['size_bytes']:,} B; {m['check']}: {m['verdict']}")
     click.echo(f"  requirements: {', '.join(result.requirements)}")

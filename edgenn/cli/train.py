@@ -1,16 +1,89 @@
-"""``edgenn train``: a data set in, a run directory out."""
+"""``edgenn train``: a data set in, a run directory out.
+
+Every default shown here is read from the library (:class:`edgenn.host.train.TrainConfig` and
+:class:`edgenn.datasets.DataSpec` field defaults, the lists in :mod:`edgenn.host.models`). Those
+modules import TensorFlow inside functions only, so ``edgenn train --help`` works without it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from edgenn.cli.base import int_list, main, parse_size, print_json
-from edgenn.datasets import TASKS
+from edgenn.datasets import BUILTIN_DATASETS, TASKS, DataSpec
 from edgenn.host import models
-from edgenn.host.train import LR_SCHEDULES
+from edgenn.host.train import LR_SCHEDULES, TRAIN_PHASE, EpochProgress, TrainConfig
+from edgenn.preprocess import COLOR_MODES
+
+#: The defaults of a run: what ``edgenn train`` does when an option is not given.
+_RUN = TrainConfig()
+_DATA: DataSpec = _RUN.data
+#: The figures an epoch's line shows, in Keras' order.
+SHOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "mae", "val_mae", "learning_rate")
+#: Seconds between redraws of the bar on a terminal.
+_REDRAW = 0.1
+
+
+def _csv(values: Sequence[int]) -> str:
+    """``[32, 64]`` -> ``"32,64"``: a list default written as the option takes it."""
+    return ",".join(str(v) for v in values)
+
+
+class EpochBar:
+    """Draws :class:`EpochProgress` reports: a bar per epoch on a terminal, else a line per epoch."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._drawn = 0.0
+
+    def __call__(self, p: EpochProgress) -> None:
+        """Redraw the bar after a batch, or write the epoch's line at its end."""
+        prefix = "" if p.phase == TRAIN_PHASE else f"{p.phase} "
+        if p.epoch_end:
+            parts = " ".join(f"{k} {v:.4f}" for k, v in p.metrics.items() if k in SHOWN_METRICS)
+            line = f"{prefix}epoch {p.epoch}/{p.epochs} {p.seconds:.1f}s {parts}"
+            self.stream.write(("\r\x1b[K" if self.tty else "") + line + "\n")
+            self.stream.flush()
+            return
+        now = time.perf_counter()
+        if not self.tty or now - self._drawn < _REDRAW:
+            return
+        self._drawn = now
+        bar = "#" * int(p.step / p.steps * 30)
+        loss = p.metrics.get("loss", float("nan"))
+        self.stream.write(
+            f"\r{prefix}epoch {p.epoch}/{p.epochs} [{bar:<30}] {p.step}/{p.steps} loss {loss:.4f}"
+        )
+        self.stream.flush()
+
+
+def _config(opts: dict[str, Any]) -> TrainConfig:
+    """The run's configuration from the parsed options (named as the library's fields)."""
+    given = {**opts, "data_dir": str(opts["data_dir"]) if opts["data_dir"] else None}
+
+    def pick(cls: type) -> dict[str, Any]:
+        return {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}
+
+    return TrainConfig(**{**pick(TrainConfig), "data": DataSpec(**pick(DataSpec))})
+
+
+_DATASETS_HELP = (
+    f"{', '.join(BUILTIN_DATASETS)}, a folder with one sub-folder per class, or a .csv file."
+)
+_DROPOUT_HELP = "Dropout rate [default: {}].".format(
+    ", ".join(f"{rate:g} for {kind}" for kind, rate in models.DEFAULT_DROPOUT.items())
+)
+_BASE_HELP = "Transfer learning from an edgenn run directory, a .keras file, {}.".format(
+    " or ".join(models.APPLICATIONS)
+)
 
 
 @main.command(
@@ -23,12 +96,7 @@ Examples:
   edgenn train --dataset photos/ --input-size 64 --model cnn -o runs/photos
 """
 )
-@click.option(
-    "--dataset",
-    default="fashion-mnist",
-    show_default=True,
-    help="fashion-mnist, digits, a folder with one sub-folder per class, or a .csv file.",
-)
+@click.option("--dataset", default=_DATA.dataset, show_default=True, help=_DATASETS_HELP)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -38,31 +106,38 @@ Examples:
 @click.option(
     "--task",
     type=click.Choice(TASKS),
-    default="auto",
+    default=_DATA.task,
     show_default=True,
     help="CSV: what the target is; auto takes text or few integers as classes.",
 )
 @click.option("--input-size", callback=parse_size, help="Resize images to SIZE or HxW pixels.")
-@click.option("--color-mode", type=click.Choice(["L", "RGB"]), help="Convert images to this mode.")
+@click.option("--color-mode", type=click.Choice(COLOR_MODES), help="Convert images to this mode.")
 @click.option("--limit", type=int, help="Train on a stratified subset of N examples.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--val-fraction", type=float, default=_DATA.val_fraction, show_default=True)
 @click.option(
     "--test-fraction",
     type=float,
-    default=0.2,
+    default=_DATA.test_fraction,
     show_default=True,
     help="Held-out test share (data sets without their own test split).",
 )
 @click.option(
-    "--model", "model_kind", type=click.Choice(models.MODEL_KINDS), default="cnn", show_default=True
+    "--model",
+    type=click.Choice(models.MODEL_KINDS),
+    default=_RUN.model,
+    show_default=True,
 )
 @click.option(
-    "--hidden", callback=int_list, default="128", show_default=True, help="MLP hidden layer sizes."
+    "--hidden",
+    callback=int_list,
+    default=_csv(_RUN.hidden),
+    show_default=True,
+    help="MLP hidden layer sizes.",
 )
 @click.option(
     "--filters",
     callback=int_list,
-    default="32,64,64",
+    default=_csv(_RUN.filters),
     show_default=True,
     help="CNN block channels.",
 )
@@ -72,71 +147,67 @@ Examples:
 @click.option(
     "--head",
     type=click.Choice(models.CNN_HEADS),
-    default=models.DEFAULT_CNN_HEAD,
+    default=_RUN.head,
     show_default=True,
     help="CNN: global average pooling or flatten before the dense layers.",
 )
 @click.option(
     "--dense",
     type=int,
-    default=models.DEFAULT_CNN_DENSE,
+    default=_RUN.dense,
     show_default=True,
     help="CNN: units of a dense layer before the output.",
 )
 @click.option(
     "--activation",
     type=click.Choice(models.ACTIVATIONS),
-    default="relu",
+    default=_RUN.activation,
     show_default=True,
 )
-@click.option("--dropout", type=float, help="Dropout rate [default: 0.3 for cnn, 0 for mlp].")
-@click.option(
-    "--base",
-    help="Transfer learning from an edgenn run directory, a .keras file, mobilenet_v2 or "
-    "mobilenet_v3_small.",
-)
+@click.option("--dropout", type=float, help=_DROPOUT_HELP)
+@click.option("--base", help=_BASE_HELP)
 @click.option("--weights", help="Weights of a mobilenet base: imagenet (needs internet) or a file.")
 @click.option(
     "--fine-tune-epochs",
     type=int,
-    default=0,
+    default=_RUN.fine_tune_epochs,
     show_default=True,
     help="Unfreeze the base and train N more epochs.",
 )
-@click.option(
-    "--loss",
-    type=click.Choice(models.LOSSES),
-    default="auto",
-    show_default=True,
-)
+@click.option("--loss", type=click.Choice(models.LOSSES), default=_RUN.loss, show_default=True)
 @click.option(
     "--optimizer",
     type=click.Choice(models.OPTIMIZERS),
-    default="adam",
+    default=_RUN.optimizer,
     show_default=True,
 )
 @click.option(
-    "--lr", "learning_rate", type=float, default=2e-3, show_default=True, help="Learning rate."
+    "--lr",
+    "learning_rate",
+    type=float,
+    default=_RUN.learning_rate,
+    show_default=True,
+    help="Learning rate.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--batch-size", type=int, default=_RUN.batch_size, show_default=True)
+@click.option("--epochs", type=int, default=_RUN.epochs, show_default=True)
 @click.option(
     "--patience",
     type=int,
-    default=5,
+    default=_RUN.patience,
     show_default=True,
     help="Early stopping on validation loss (0: off).",
 )
 @click.option(
     "--lr-schedule",
     type=click.Choice(LR_SCHEDULES),
-    default="cosine",
+    default=_RUN.lr_schedule,
     show_default=True,
 )
 @click.option(
     "--augment", is_flag=True, help="Random horizontal flips and shifts of training images."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_DATA.seed, show_default=True)
 @click.option(
     "-o",
     "--output",
@@ -150,49 +221,13 @@ Examples:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(**opts: Any) -> None:
     """Train a model and write a run directory (model.keras, labels, metrics, plots)."""
-    from edgenn.datasets import DataSpec
-    from edgenn.host.train import TrainConfig
     from edgenn.host.train import train as run_training
 
-    data = DataSpec(
-        dataset=opts["dataset"],
-        data_dir=str(opts["data_dir"]) if opts["data_dir"] else None,
-        target_column=opts["target_column"],
-        task=opts["task"],
-        input_size=opts["input_size"],
-        color_mode=opts["color_mode"],
-        seed=opts["seed"],
-        val_fraction=opts["val_fraction"],
-        test_fraction=opts["test_fraction"],
-        limit=opts["limit"],
-    )
-    config = TrainConfig(
-        data=data,
-        model=opts["model_kind"],
-        hidden=opts["hidden"],
-        filters=opts["filters"],
-        depthwise=opts["depthwise"],
-        head=opts["head"],
-        dense=opts["dense"],
-        activation=opts["activation"],
-        dropout=opts["dropout"],
-        base=opts["base"],
-        weights=opts["weights"],
-        fine_tune_epochs=opts["fine_tune_epochs"],
-        loss=opts["loss"],
-        optimizer=opts["optimizer"],
-        learning_rate=opts["learning_rate"],
-        batch_size=opts["batch_size"],
-        epochs=opts["epochs"],
-        patience=opts["patience"],
-        lr_schedule=opts["lr_schedule"],
-        augment=opts["augment"],
-    )
     result = run_training(
-        config,
+        _config(opts),
         opts["output"],
         overwrite=opts["overwrite"],
-        progress=not opts["quiet"],
+        progress=None if opts["quiet"] else EpochBar(),
         verbose=opts["verbose"],
     )
     m = result.metrics

@@ -43,6 +43,15 @@ CNN_HEADS = ("gap", "flatten")
 DEFAULT_CNN_HEAD = "flatten"
 DEFAULT_CNN_DENSE = 48
 DEFAULT_MLP_HIDDEN = (128,)
+DEFAULT_MODEL = "cnn"
+DEFAULT_ACTIVATION = "relu"
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_LOSS = "auto"
+#: Dropout rate of each model kind when none is given.
+DEFAULT_DROPOUT = {"cnn": 0.3, "mlp": 0.0}
+#: Dropout before a transfer-learning model's new head when the resolved rate is 0 (``edgenn
+#: train`` otherwise uses the rate of --dropout or of the --model kind).
+DEFAULT_TRANSFER_DROPOUT = 0.2
 #: Keras' default 0.99 needs hundreds of steps before the moving statistics are usable; 0.9
 #: settles within a short run and costs nothing on long ones.
 BN_MOMENTUM = 0.9
@@ -80,8 +89,8 @@ def build_mlp(
     input_shape: Sequence[int],
     num_outputs: int,
     hidden: Sequence[int] = DEFAULT_MLP_HIDDEN,
-    activation: str = "relu",
-    dropout: float = 0.0,
+    activation: str = DEFAULT_ACTIVATION,
+    dropout: float = DEFAULT_DROPOUT["mlp"],
     output_activation: str = "softmax",
 ):
     """A multi-layer perceptron: input -> hidden Dense layers -> output.
@@ -128,8 +137,8 @@ def build_cnn(
     filters: Sequence[int] = DEFAULT_CNN_FILTERS,
     depthwise: bool = False,
     dense: int = DEFAULT_CNN_DENSE,
-    dropout: float = 0.3,
-    activation: str = "relu",
+    dropout: float = DEFAULT_DROPOUT["cnn"],
+    activation: str = DEFAULT_ACTIVATION,
     output_activation: str = "softmax",
     head: str = DEFAULT_CNN_HEAD,
 ):
@@ -139,9 +148,9 @@ def build_cnn(
     the feature map is larger than 4x4 (with ``head="gap"`` not after the last block), then the
     head: global average pooling (``gap``, fewest parameters, any input size) or flattening the
     last feature map (``flatten``, keeps where features are; on Fashion-MNIST it is worth about a
-    point of accuracy), optional dropout and dense layer, and the output layer. With ``depthwise``, every block after the first is
-    depthwise-separable (a 3x3 DepthwiseConv2D then a 1x1 Conv2D, as in MobileNet), which cuts
-    parameters and MACs several-fold.
+    point of accuracy), optional dropout and dense layer, and the output layer. With
+    ``depthwise``, every block after the first is depthwise-separable (a 3x3 DepthwiseConv2D then
+    a 1x1 Conv2D, as in MobileNet), which cuts parameters and MACs several-fold.
 
     Input shape:
         ``(batch, height, width, channels)``.
@@ -167,7 +176,24 @@ def build_cnn(
         UsageError: The input is not an image shape or a size is out of range.
     """
     keras = import_keras("Building a model")
-    layers = keras.layers
+    _check_cnn_args(input_shape, filters, dropout, head)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    side = min(input_shape[0], input_shape[1])
+    for i, channels in enumerate(filters):
+        x = _conv_block(keras, x, i, channels, depthwise and i > 0, activation)
+        if side > 4 and (head == "flatten" or i < len(filters) - 1):
+            x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+            side //= 2
+    x = _cnn_head(keras, x, head, dense, dropout, activation)
+    outputs = keras.layers.Dense(num_outputs, activation=output_activation, name="head")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def _check_cnn_args(
+    input_shape: Sequence[int], filters: Sequence[int], dropout: float, head: str
+) -> None:
+    """Refuse a CNN configuration before any layer is built."""
     if len(input_shape) != 3:
         raise UsageError(
             f"--model cnn needs image input (height, width, channels); received shape "
@@ -176,28 +202,32 @@ def build_cnn(
     if not filters or any(f <= 0 for f in filters):
         raise UsageError(f"--filters must be positive integers; received {list(filters)}.")
     _check_dropout(dropout)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    side = min(input_shape[0], input_shape[1])
-    for i, channels in enumerate(filters):
-        if depthwise and i > 0:
-            x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{i}_dw")(x)
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_dw_bn")(x)
-            x = _activation_layer(keras, activation, f"block{i}_dw_act")(x)
-            x = layers.Conv2D(channels, 1, use_bias=False, name=f"block{i}_pw")(x)
-        else:
-            x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_bn")(x)
-        x = _activation_layer(keras, activation, f"block{i}_act")(x)
-        if side > 4 and (head == "flatten" or i < len(filters) - 1):
-            x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-            side //= 2
     if head not in CNN_HEADS:
         raise UsageError(f"Unknown CNN head {head!r}; expected one of {', '.join(CNN_HEADS)}.")
-    if head == "gap":
-        x = layers.GlobalAveragePooling2D(name="gap")(x)
+
+
+def _conv_block(keras, x, i: int, channels: int, separable: bool, activation: str):
+    """Block ``i``: a 3x3 convolution (or depthwise 3x3 + pointwise 1x1), BN, activation."""
+    layers = keras.layers
+    if separable:
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{i}_dw")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_dw_bn")(x)
+        x = _activation_layer(keras, activation, f"block{i}_dw_act")(x)
+        x = layers.Conv2D(channels, 1, use_bias=False, name=f"block{i}_pw")(x)
     else:
-        x = layers.Flatten(name="flatten")(x)
+        x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_bn")(x)
+    return _activation_layer(keras, activation, f"block{i}_act")(x)
+
+
+def _cnn_head(keras, x, head: str, dense: int, dropout: float, activation: str):
+    """Pool or flatten, then the optional dense layer and dropout, up to the ``features`` layer."""
+    layers = keras.layers
+    x = (
+        layers.GlobalAveragePooling2D(name="gap")(x)
+        if head == "gap"
+        else layers.Flatten(name="flatten")(x)
+    )
     if dense:
         if dropout:
             x = layers.Dropout(dropout, name="dense_dropout")(x)
@@ -205,9 +235,7 @@ def build_cnn(
         x = _activation_layer(keras, activation, "dense_act")(x)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    x = layers.Identity(name="features")(x)
-    outputs = layers.Dense(num_outputs, activation=output_activation, name="head")(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    return layers.Identity(name="features")(x)
 
 
 def _check_dropout(rate: float) -> None:
@@ -308,7 +336,9 @@ def build_application_base(name: str, input_shape: Sequence[int], weights: str |
     return base
 
 
-def attach_head(base, num_outputs: int, output_activation: str, dropout: float = 0.2):
+def attach_head(
+    base, num_outputs: int, output_activation: str, dropout: float = DEFAULT_TRANSFER_DROPOUT
+):
     """Put a new output layer on a frozen base.
 
     Args:

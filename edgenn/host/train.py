@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
 import platform
-import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +40,20 @@ from edgenn.preprocess import PreprocessSpec
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
 METRICS_FILE = "metrics.json"
+#: The phases a run reports progress for: the model (or a transfer model's new head), then the
+#: unfrozen base with ``fine_tune_epochs``.
+TRAIN_PHASE = "train"
+FINE_TUNE_PHASE = "fine-tune"
+#: Fine-tuning runs at the learning rate divided by this, so the base's features are adjusted,
+#: not overwritten.
+FINE_TUNE_LR_DIVISOR = 10
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Every hyper-parameter of a training run; saved inside metrics.json.
+
+    The field defaults are the defaults of ``edgenn train`` too: the CLI reads them from here.
 
     Attributes:
         data: Data set and splits.
@@ -57,7 +64,7 @@ class TrainConfig:
         head: CNN head: ``gap`` (global average pooling) or ``flatten``.
         dense: CNN dense layer before the output (0: none).
         activation: Hidden activation.
-        dropout: Dropout rate (None: 0.3 for the CNN, 0 for the MLP).
+        dropout: Dropout rate (None: the model's entry of ``models.DEFAULT_DROPOUT``).
         base: Transfer learning: an edgenn run directory, a ``.keras`` file or a Keras
             application name (``mobilenet_v2``, ``mobilenet_v3_small``).
         weights: Weights of an application base: ``imagenet`` or a file path.
@@ -75,24 +82,24 @@ class TrainConfig:
     """
 
     data: data_mod.DataSpec = dataclasses.field(default_factory=data_mod.DataSpec)
-    model: str = "cnn"
+    model: str = models.DEFAULT_MODEL
     hidden: list[int] = dataclasses.field(default_factory=lambda: list(models.DEFAULT_MLP_HIDDEN))
     filters: list[int] = dataclasses.field(default_factory=lambda: list(models.DEFAULT_CNN_FILTERS))
     depthwise: bool = False
     head: str = models.DEFAULT_CNN_HEAD
     dense: int = models.DEFAULT_CNN_DENSE
-    activation: str = "relu"
+    activation: str = models.DEFAULT_ACTIVATION
     dropout: float | None = None
     base: str | None = None
     weights: str | None = None
     fine_tune_epochs: int = 0
-    loss: str = "auto"
-    optimizer: str = "adam"
+    loss: str = models.DEFAULT_LOSS
+    optimizer: str = models.DEFAULT_OPTIMIZER
     learning_rate: float = 2e-3
     batch_size: int = 64
     epochs: int = 15
     patience: int = 5
-    lr_schedule: str = "cosine"
+    lr_schedule: str = LR_SCHEDULES[0]
     augment: bool = False
 
 
@@ -111,54 +118,59 @@ class TrainResult:
     model: Any = dataclasses.field(repr=False, default=None)
 
 
-class _Progress:
-    """A per-epoch progress bar on stderr (a line per epoch when stderr is not a terminal)."""
+@dataclasses.dataclass(frozen=True)
+class EpochProgress:
+    """Where a run is: :func:`train` reports one after every batch and at the end of every epoch.
 
-    def __init__(self, keras, epochs: int, steps: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.epochs, self.steps = epochs, steps
-        self.callback = keras.callbacks.LambdaCallback(
-            on_epoch_begin=self._begin, on_train_batch_end=self._batch, on_epoch_end=self._end
-        )
-        self._last = 0.0
-        self.phase = ""
+    Attributes:
+        phase: :data:`TRAIN_PHASE`, or :data:`FINE_TUNE_PHASE` while the unfrozen base trains.
+        epoch: The current epoch of the phase, from 1.
+        epochs: The phase's epochs (early stopping may end it sooner).
+        step: Batches done in this epoch.
+        steps: Batches per epoch.
+        seconds: Time since the epoch began.
+        metrics: Keras' figures so far (``loss``, ``accuracy`` or ``mae``); at the end of an
+            epoch also the validation ones (``val_loss``, ``val_accuracy`` or ``val_mae``).
+        epoch_end: True for the report at the end of an epoch.
+    """
 
-    def _begin(self, epoch, logs=None):
-        self.epoch, self.t0 = epoch + 1, time.perf_counter()
-
-    def _batch(self, batch, logs=None):
-        now = time.perf_counter()
-        if not self.tty or now - self._last < 0.1:
-            return
-        self._last = now
-        done = (batch + 1) / self.steps
-        bar = "#" * int(done * 30)
-        loss = (logs or {}).get("loss", float("nan"))
-        self.stream.write(
-            f"\r{self.phase}epoch {self.epoch}/{self.epochs} [{bar:<30}] {batch + 1}/{self.steps} "
-            f"loss {loss:.4f}"
-        )
-        self.stream.flush()
-
-    def _end(self, epoch, logs=None):
-        logs = logs or {}
-        parts = [f"{k} {v:.4f}" for k, v in logs.items() if k in _SHOWN]
-        line = (
-            f"{self.phase}epoch {epoch + 1}/{self.epochs} {time.perf_counter() - self.t0:.1f}s "
-            + " ".join(parts)
-        )
-        self.stream.write(("\r\x1b[K" if self.tty else "") + line + "\n")
-        self.stream.flush()
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    seconds: float
+    metrics: dict[str, float]
+    epoch_end: bool = False
 
 
-_SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy", "mae", "val_mae", "learning_rate")
+#: Receives each :class:`EpochProgress` (the CLI draws a bar from them).
+ProgressCallback = Callable[[EpochProgress], None]
+
+
+def _progress_callback(keras, progress: ProgressCallback, phase: str, epochs: int, steps: int):
+    """A Keras callback that turns Keras' batch and epoch hooks into :class:`EpochProgress`."""
+    started = {"epoch": 0, "at": time.perf_counter()}
+
+    def report(step: int, logs: dict | None, end: bool) -> None:
+        figures = {k: float(v) for k, v in (logs or {}).items()}
+        seconds = time.perf_counter() - started["at"]
+        progress(EpochProgress(phase, started["epoch"], epochs, step, steps, seconds, figures, end))
+
+    def begin(epoch: int, logs: dict | None = None) -> None:
+        started.update(epoch=epoch + 1, at=time.perf_counter())
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=begin,
+        on_train_batch_end=lambda batch, logs=None: report(batch + 1, logs, False),
+        on_epoch_end=lambda epoch, logs=None: report(steps, logs, True),
+    )
 
 
 def _resolve_dropout(config: TrainConfig) -> float:
     if config.dropout is not None:
         return config.dropout
-    return 0.3 if config.model == "cnn" else 0.0
+    return models.DEFAULT_DROPOUT.get(config.model, 0.0)
 
 
 def _base_is_application(base: str | None) -> bool:
@@ -236,7 +248,9 @@ def build_model(config: TrainConfig, splits: data_mod.Splits):
             base = models.build_application_base(config.base, shape, config.weights)
         else:
             base = models.feature_extractor(models.load_keras_model(Path(config.base)))
-        return models.attach_head(base, units, activation, dropout or 0.2), base
+        return models.attach_head(
+            base, units, activation, dropout or models.DEFAULT_TRANSFER_DROPOUT
+        ), base
     if config.model not in models.MODEL_KINDS:
         raise UsageError(
             f"Unknown --model {config.model!r}; expected one of {', '.join(models.MODEL_KINDS)}."
@@ -301,11 +315,6 @@ def _targets(splits: data_mod.Splits, y: np.ndarray, loss: str) -> np.ndarray:
 
 
 def _schedule(keras, config: TrainConfig, steps_per_epoch: int):
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise UsageError(
-            f"Unknown --lr-schedule {config.lr_schedule!r}; "
-            f"expected one of {', '.join(LR_SCHEDULES)}."
-        )
     if config.lr_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
@@ -313,46 +322,109 @@ def _schedule(keras, config: TrainConfig, steps_per_epoch: int):
     return config.learning_rate
 
 
-def _fit(keras, tf, model, config, splits, loss, train_ds, val_ds, epochs, lr, progress, phase):
-    steps = int(np.ceil(len(splits.y_train) / config.batch_size))
-    schedule_config = dataclasses.replace(config, learning_rate=lr, epochs=epochs)
-    metrics = ["accuracy"] if splits.task == "classification" else ["mae"]
-    model.compile(
-        optimizer=models.make_optimizer(config.optimizer, _schedule(keras, schedule_config, steps)),
-        loss=loss,
-        metrics=metrics,
-    )
-    callbacks = []
-    if config.patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
+def _check_config(config: TrainConfig) -> None:
+    """Refuse sizes and names that no data set or model could fix, before loading either."""
+    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
+        raise UsageError(
+            f"--epochs ({config.epochs}) and --batch-size ({config.batch_size}) must be at least 1 "
+            f"and --lr ({config.learning_rate}) positive."
+        )
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UsageError(
+            f"Unknown --lr-schedule {config.lr_schedule!r}; "
+            f"expected one of {', '.join(LR_SCHEDULES)}."
+        )
+
+
+@dataclasses.dataclass
+class _Fitter:
+    """What both training phases (the model or new head, then fine-tuning) share."""
+
+    keras: Any
+    model: Any
+    config: TrainConfig
+    splits: data_mod.Splits
+    loss: str
+    train_ds: Any
+    val_ds: Any
+    progress: ProgressCallback | None
+
+    def fit(self, phase: str, epochs: int, learning_rate: float) -> dict[str, list[float]]:
+        """Compile with a fresh optimizer and fit; returns Keras' history."""
+        keras, config = self.keras, self.config
+        steps = int(np.ceil(len(self.splits.y_train) / config.batch_size))
+        phase_config = dataclasses.replace(config, learning_rate=learning_rate, epochs=epochs)
+        self.model.compile(
+            optimizer=models.make_optimizer(
+                config.optimizer, _schedule(keras, phase_config, steps)
+            ),
+            loss=self.loss,
+            metrics=["accuracy"] if self.splits.task == "classification" else ["mae"],
+        )
+        callbacks = []
+        if config.patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.patience, restore_best_weights=True
+                )
             )
-        )
-    if config.lr_schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)
+        if config.lr_schedule == "plateau":
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)
+                )
             )
-        )
-    if progress:
-        bar = _Progress(keras, epochs, steps)
-        bar.phase = phase
-        callbacks.append(bar.callback)
-    with warnings.catch_warnings():
-        # Keras warns that shuffle=True is ignored for a tf.data input; the pipeline shuffles.
-        warnings.filterwarnings("ignore", message=".*shuffle.*")
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0
-        )
-    return history.history
+        if self.progress:
+            callbacks.append(_progress_callback(keras, self.progress, phase, epochs, steps))
+        with warnings.catch_warnings():
+            # Keras warns that shuffle=True is ignored for a tf.data input; the pipeline shuffles.
+            warnings.filterwarnings("ignore", message=".*shuffle.*")
+            history = self.model.fit(
+                self.train_ds,
+                validation_data=self.val_ds,
+                epochs=epochs,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        return history.history
+
+
+def _fitter(tf, keras, model, config: TrainConfig, splits: data_mod.Splits, loss: str, progress):
+    """The tf.data pipelines of the training and validation splits, ready for both phases."""
+    seed, batch, spec = config.data.seed, config.batch_size, splits.spec
+    x_train, y_train = splits.x_train, _targets(splits, splits.y_train, loss)
+    x_val, y_val = splits.x_val, _targets(splits, splits.y_val, loss)
+    train_ds = _dataset(tf, x_train, y_train, spec, batch, True, seed, config.augment)
+    val_ds = _dataset(tf, x_val, y_val, spec, batch, False, seed, False)
+    return _Fitter(keras, model, config, splits, loss, train_ds, val_ds, progress)
+
+
+def _fit_phases(fitter: _Fitter, base) -> dict[str, list[float]]:
+    """Train; with a transfer base and fine-tune epochs, unfreeze it and train on.
+
+    Returns:
+        Keras' history of both phases, one list per figure.
+    """
+    config = fitter.config
+    history = fitter.fit(TRAIN_PHASE, config.epochs, config.learning_rate)
+    if base is not None and config.fine_tune_epochs > 0:
+        base.trainable = True
+        # BatchNormalization stays frozen: its statistics came from far more data than ours.
+        for layer in base.layers:
+            if isinstance(layer, fitter.keras.layers.BatchNormalization):
+                layer.trainable = False
+        learning_rate = config.learning_rate / FINE_TUNE_LR_DIVISOR
+        more = fitter.fit(FINE_TUNE_PHASE, config.fine_tune_epochs, learning_rate)
+        for key, values in more.items():
+            history.setdefault(key, []).extend(values)
+    return history
 
 
 def train(
     config: TrainConfig,
     output: Path,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
     verbose: bool = False,
 ) -> TrainResult:
     """Train a model and write its run directory.
@@ -361,7 +433,8 @@ def train(
         config: Data and hyper-parameters.
         output: The run directory to create.
         overwrite: Replace an existing run directory (only once the new one is complete).
-        progress: Show a progress bar on stderr.
+        progress: Called with an :class:`EpochProgress` after every batch and epoch; None for
+            a silent run.
         verbose: Keep TensorFlow's log output.
 
     Returns:
@@ -373,89 +446,73 @@ def train(
     """
     output = Path(output)
     refuse_existing(output, overwrite)  # fail before loading data and TensorFlow
-    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
-        raise UsageError(
-            f"--epochs ({config.epochs}) and --batch-size ({config.batch_size}) must be at least 1 "
-            f"and --lr ({config.learning_rate}) positive."
-        )
+    _check_config(config)
     # Data first: a bad data set is reported without waiting for (or needing) TensorFlow.
     splits = prepare_data(config)
     tf = import_tensorflow("edgenn train", verbose)
     keras = import_keras("edgenn train", verbose)
     keras.utils.set_random_seed(config.data.seed)
     model, base = build_model(config, splits)
-    units, head_activation = models.head_for(splits.task, len(splits.labels))
+    _, head_activation = models.head_for(splits.task, len(splits.labels))
     loss = models.resolve_loss(config.loss, splits.task, head_activation)
-    seed = config.data.seed
-    train_ds = _dataset(
-        tf,
-        splits.x_train,
-        _targets(splits, splits.y_train, loss),
-        splits.spec,
-        config.batch_size,
-        True,
-        seed,
-        config.augment,
-    )
-    val_ds = _dataset(
-        tf,
-        splits.x_val,
-        _targets(splits, splits.y_val, loss),
-        splits.spec,
-        config.batch_size,
-        False,
-        seed,
-        False,
-    )
     started = time.perf_counter()
-    # Everything but the epochs, learning rate and phase label is shared by both phases.
-    fit = functools.partial(_fit, keras, tf, model, config, splits, loss, train_ds, val_ds)
-    history = fit(config.epochs, config.learning_rate, progress, "")
-    if base is not None and config.fine_tune_epochs > 0:
-        base.trainable = True
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
-        more = fit(config.fine_tune_epochs, config.learning_rate / 10, progress, "fine-tune ")
-        for key, values in more.items():
-            history.setdefault(key, []).extend(values)
+    history = _fit_phases(_fitter(tf, keras, model, config, splits, loss, progress), base)
     train_seconds = time.perf_counter() - started
-
-    x_test = splits.model_inputs(splits.x_test)
-    raw = model.predict(x_test, batch_size=256, verbose=0)
+    raw = model.predict(splits.model_inputs(splits.x_test), batch_size=256, verbose=0)
     metrics = _evaluate(splits, raw, loss)
+    metrics.update(_run_summary(config, splits, model, history, loss, train_seconds))
+    metrics["versions"] = {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+    metrics["machine"] = f"{platform.machine()} {platform.system()}"
+    metrics["config"] = dataclasses.asdict(config)
+    _write_run(output, overwrite, model, splits, history, raw, metrics)
+    return TrainResult(run_dir=output, metrics=metrics, model=model)
+
+
+def _run_summary(
+    config: TrainConfig,
+    splits: data_mod.Splits,
+    model,
+    history: dict[str, list[float]],
+    loss: str,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """The metrics.json entries that describe the run rather than score it."""
     epochs_run = len(history.get("loss", []))
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else epochs_run
-    metrics.update(
-        {
-            "dataset": config.data.dataset,
-            "task": splits.task,
-            "model": config.base and f"transfer:{config.base}" or config.model,
-            "params": int(model.count_params()),
-            "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
-            "train_seconds": round(train_seconds, 2),
-            "seed": config.data.seed,
-            "loss_function": loss,
-            "num_classes": len(splits.labels),
-            **splits.summary(),
-            "versions": {
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "python": platform.python_version(),
-            },
-            "machine": f"{platform.machine()} {platform.system()}",
-            "config": dataclasses.asdict(config),
-        }
-    )
+    return {
+        "dataset": config.data.dataset,
+        "task": splits.task,
+        "model": config.base and f"transfer:{config.base}" or config.model,
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "seed": config.data.seed,
+        "loss_function": loss,
+        "num_classes": len(splits.labels),
+        **splits.summary(),
+    }
+
+
+def _write_run(
+    output: Path,
+    overwrite: bool,
+    model,
+    splits: data_mod.Splits,
+    history: dict[str, list[float]],
+    raw: np.ndarray,
+    metrics: dict[str, Any],
+) -> None:
+    """Write the run directory under a temporary name and rename it when complete."""
     with atomic_directory(output, overwrite=overwrite) as tmp:
         model.save(tmp / "model.keras")
-        labels = (
-            splits.labels
-            if splits.task == "classification"
-            else [splits.spec.target_name or "value"]
-        )
+        regression_label = [splits.spec.target_name or "value"]
+        labels = splits.labels if splits.task == "classification" else regression_label
         artifact.write_companions(tmp, labels, splits.spec)
         data_mod.save_data_spec(splits.data, tmp)
         _write_history(tmp / "history.csv", history)
@@ -467,7 +524,6 @@ def train(
         else:
             _plot_regression(tmp / "predictions.png", splits, raw)
         atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(run_dir=output, metrics=metrics, model=model)
 
 
 def _evaluate(splits: data_mod.Splits, raw: np.ndarray, loss: str) -> dict[str, Any]:
