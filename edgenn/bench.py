@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgenn import artifact, classify, optional, preprocess, tflite_model
-from edgenn import datasets as data_mod
+from edgenn import artifact, classify, datasets, optional, preprocess, tflite_model
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
 
@@ -127,7 +126,19 @@ class BenchRow:
 
 @dataclasses.dataclass
 class BenchOptions:
-    """Options shared by every row."""
+    """Options shared by every row; the CLI's defaults are these fields' defaults.
+
+    Attributes:
+        dataset: Data set whose test split scores accuracy (None: not scored).
+        data_dir: Fashion-MNIST folder.
+        runs: Counted runs per model.
+        warmup: Uncounted runs before them.
+        threads: Interpreter threads (None: the runtime's default).
+        xnnpack: LiteRT's XNNPACK delegate (False: the reference kernels).
+        delegate: External delegate (see :class:`edgenn.runtime.Runner`).
+        accuracy_limit: Score accuracy on the first N test examples only.
+        runtime: A name of :data:`edgenn.runtime.RUNTIMES` (None: the first installed).
+    """
 
     dataset: str | None = "fashion-mnist"
     data_dir: str | None = None
@@ -137,6 +148,7 @@ class BenchOptions:
     xnnpack: bool = True
     delegate: str | None = None
     accuracy_limit: int | None = None
+    runtime: str | None = None
 
     def validate(self) -> None:
         """Raise UsageError for counts out of range."""
@@ -164,18 +176,54 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if platform.system() == "Darwin" else 1024), 2)
 
 
+def _preview(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def label_mismatch(model_labels: list[str], data_labels: list[str], dataset: str) -> str | None:
+    """Why a model's outputs cannot be scored against a data set's classes (None: they can).
+
+    An accuracy compares output index ``i`` with the data set's class ``i``: unless the model's
+    labels are the data set's class names in the same order, that figure is meaningless.
+
+    Args:
+        model_labels: The model's labels (empty: unknown, scored by index).
+        data_labels: The data set's class names.
+        dataset: The data set's name, for the message.
+
+    Returns:
+        The reason, naming both lists, or None.
+    """
+    if not model_labels or list(model_labels) == list(data_labels):
+        return None
+    return (
+        f"the model's {len(model_labels)} labels ({_preview(model_labels)}) are not {dataset}'s "
+        f"{len(data_labels)} classes ({_preview(data_labels)}); pass the data set the model was "
+        "trained on, or --dataset none"
+    )
+
+
 def scoring_inputs(options: BenchOptions, spec: preprocess.PreprocessSpec, labels: list[str]):
-    """The data set's test inputs shaped for this model, or (None, reason)."""
+    """The data set's test inputs shaped for this model.
+
+    Args:
+        options: The data set to load.
+        spec: The model's recipe.
+        labels: The model's labels, checked against the data set's class names.
+
+    Returns:
+        ``(x, y, None)``, or ``(None, None, reason)`` when accuracy cannot be scored.
+    """
     if not options.dataset:
         return None, None, "no --dataset"
     if spec.kind != "image":
         return None, None, "accuracy on a tabular model needs its CSV; not scored"
-    spec_data = data_mod.DataSpec(dataset=options.dataset, data_dir=options.data_dir)
-    ds = data_mod.load_dataset(spec_data)
-    splits = data_mod.make_splits(spec_data, ds)
-    if labels and labels != splits.labels and len(labels) != len(splits.labels):
-        return None, None, f"the model's {len(labels)} labels do not match {options.dataset}'s"
-    x = data_mod.adapt_images(splits.x_test, splits.spec, spec)
+    spec_data = datasets.DataSpec(dataset=options.dataset, data_dir=options.data_dir)
+    splits = datasets.make_splits(spec_data, datasets.load_dataset(spec_data))
+    reason = label_mismatch(labels, splits.labels, options.dataset)
+    if reason:
+        return None, None, reason
+    x = datasets.adapt_images(splits.x_test, splits.spec, spec)
     y = splits.y_test
     if options.accuracy_limit:
         x, y = x[: options.accuracy_limit], y[: options.accuracy_limit]
@@ -226,17 +274,52 @@ def fill_timing(row: BenchRow, invoke: Callable[[], object], options: BenchOptio
     row.samples_ms = [round(float(v), 5) for v in samples]
 
 
+def _since_ms(start_ns: int, digits: int = 5) -> float:
+    return round((time.perf_counter_ns() - start_ns) / 1e6, digits)
+
+
+def _tflite_scoring(parsed: tflite_model.TFLiteFile, options: BenchOptions, row: BenchRow):
+    """The test split for a .tflite model, or ``(None, None)`` with ``row.note`` saying why."""
+    try:
+        info = artifact.model_info(parsed)
+    except EdgennError as exc:
+        row.note = f"accuracy not scored: {exc.message}"
+        return None, None
+    if len(parsed.inputs) != 1:
+        row.note = f"accuracy not scored: the model has {len(parsed.inputs)} inputs"
+        return None, None
+    x_test, y_test, reason = scoring_inputs(options, info.spec, info.labels)
+    if reason:
+        row.note = f"accuracy not scored: {reason}"
+    return x_test, y_test
+
+
+def _set_generated_inputs(runner) -> None:
+    """Random inputs of the right dtype and shape for every input (third-party models)."""
+    rng = np.random.default_rng(0)
+    for detail in runner.input_details:
+        dtype = np.dtype(detail["dtype"])
+        if dtype.kind == "f":
+            value = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
+        elif dtype == np.bool_:
+            value = rng.integers(0, 2, detail["shape"]).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            low, high = max(info.min, -128), min(info.max, 127)
+            value = rng.integers(low, high + 1, detail["shape"]).astype(dtype)
+        runner.interpreter.set_tensor(detail["index"], value)
+
+
 def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
     """Benchmark one .tflite model in this process.
 
     Args:
         path: The model.
-        options: Runs, warm-up, threads, delegate, data set.
+        options: Runs, warm-up, threads, delegate, runtime, data set.
 
     Returns:
         The row (``error`` set instead of raising for a model that cannot run).
     """
-    from edgenn.artifact import model_info
     from edgenn.runtime import Runner
 
     row = BenchRow(model=str(path), threads=options.threads)
@@ -244,8 +327,10 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
         parsed = tflite_model.load(path)
         row.size_bytes = parsed.size_bytes
         start = time.perf_counter_ns()
-        runner = Runner(parsed, options.threads, options.xnnpack, options.delegate)
-        row.init_ms = round((time.perf_counter_ns() - start) / 1e6, 4)
+        runner = Runner(
+            parsed, options.threads, options.xnnpack, options.delegate, runtime=options.runtime
+        )
+        row.init_ms = _since_ms(start, 4)
         row.runtime = f"{runner.runtime.name} {runner.runtime.version}"
         row.delegate = options.delegate or ("xnnpack" if options.xnnpack else "none")
         row.delegated_ops = runner.delegated_ops
@@ -253,37 +338,14 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
         # figure is the runtime's and the model's, not the test images'.
         start = time.perf_counter_ns()
         runner.invoke()
-        row.first_ms = round((time.perf_counter_ns() - start) / 1e6, 5)
+        row.first_ms = _since_ms(start)
         row.peak_rss_mb = peak_rss_mb()
-        x_test = y_test = None
-        info = None
-        try:
-            info = model_info(parsed)
-        except EdgennError as exc:
-            row.note = f"accuracy not scored: {exc.message}"
-        if info is not None and len(parsed.inputs) == 1:
-            x_test, y_test, reason = scoring_inputs(options, info.spec, info.labels)
-            if reason:
-                row.note = f"accuracy not scored: {reason}"
+        x_test, y_test = _tflite_scoring(parsed, options, row)
         if x_test is not None:
             runner.set_input(x_test[0])
-            row.input = "dataset"
         else:
-            # Generated inputs of the right dtype and shape for every input (third-party models).
-            rng = np.random.default_rng(0)
-            for detail in runner.input_details:
-                dtype = np.dtype(detail["dtype"])
-                if dtype.kind == "f":
-                    value = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
-                elif dtype == np.bool_:
-                    value = rng.integers(0, 2, detail["shape"]).astype(dtype)
-                else:
-                    info_i = np.iinfo(dtype)
-                    value = rng.integers(
-                        max(info_i.min, -128), min(info_i.max, 127) + 1, detail["shape"]
-                    ).astype(dtype)
-                runner.interpreter.set_tensor(detail["index"], value)
-            row.input = "generated"
+            _set_generated_inputs(runner)
+        row.input = "dataset" if x_test is not None else "generated"
         fill_timing(row, runner.interpreter.invoke, options)
         if x_test is not None:
             record_accuracy(row, runner.predict(x_test), y_test)
@@ -292,10 +354,36 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
     return row
 
 
+def _onnx_session(ort, path: Path, options: BenchOptions):
+    so = ort.SessionOptions()
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise EdgennError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _onnx_scoring(path: Path, session, options: BenchOptions, row: BenchRow):
+    """The test split for an ONNX model (recipe beside it), or ``(None, None)`` and a note."""
+    if not artifact.has_companions(path.parent):
+        row.note = f"accuracy not scored: no {artifact.PREPROCESS_FILE} beside {path.name}"
+        return None, None
+    info = artifact.read_companions(path.parent)
+    units = int(
+        np.prod([d if isinstance(d, int) else 1 for d in session.get_outputs()[0].shape[1:]])
+    )
+    artifact.check_labels(info.labels, units, str(path))
+    x_test, y_test, reason = scoring_inputs(options, info.spec, info.labels)
+    if reason:
+        row.note = f"accuracy not scored: {reason}"
+    return x_test, y_test
+
+
 def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
     """Benchmark an ONNX model with ONNX Runtime (what many Pi users would pick instead).
 
-    The preprocessing recipe is read from ``preprocess.json`` beside the file.
+    The preprocessing recipe and labels are read from the companion files beside the model.
 
     Args:
         path: The ``.onnx`` file.
@@ -308,51 +396,26 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
     try:
         ort = optional.require("onnxruntime", "Benchmarking an ONNX model")
         row.size_bytes = path.stat().st_size
-        so = ort.SessionOptions()
-        if options.threads:
-            so.intra_op_num_threads = options.threads
         start = time.perf_counter_ns()
-        try:
-            session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise EdgennError(
-                f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}"
-            ) from None
-        row.init_ms = round((time.perf_counter_ns() - start) / 1e6, 4)
+        session = _onnx_session(ort, path, options)
+        row.init_ms = _since_ms(start, 4)
         row.runtime = f"onnxruntime {ort.__version__}"
-        inp = session.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-        zeros = np.zeros(shape, dtype=np.float32)
+        name = session.get_inputs()[0].name
+        shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
         start = time.perf_counter_ns()
-        session.run(None, {inp.name: zeros})
-        row.first_ms = round((time.perf_counter_ns() - start) / 1e6, 5)
+        session.run(None, {name: np.zeros(shape, dtype=np.float32)})
+        row.first_ms = _since_ms(start)
         row.peak_rss_mb = peak_rss_mb()  # before the test images are loaded, as for .tflite rows
-        x_test = y_test = None
-        if artifact.has_companions(path.parent):
-            info = artifact.read_companions(path.parent)
-            units = int(
-                np.prod(
-                    [d if isinstance(d, int) else 1 for d in session.get_outputs()[0].shape[1:]]
-                )
-            )
-            artifact.check_labels(info.labels, units, str(path))
-            x_test, y_test, reason = scoring_inputs(options, info.spec, info.labels)
-            if reason:
-                row.note = f"accuracy not scored: {reason}"
-        else:
-            row.note = f"accuracy not scored: no {artifact.PREPROCESS_FILE} beside {path.name}"
-        feed = (
-            x_test[:1]
-            if x_test is not None
-            else np.random.default_rng(0).random(shape, dtype=np.float32)
-        )
-        row.input = "dataset" if x_test is not None else "generated"
-        fill_timing(row, lambda: session.run(None, {inp.name: feed}), options)
+        x_test, y_test = _onnx_scoring(path, session, options, row)
         if x_test is not None:
-            out = np.concatenate(
-                [session.run(None, {inp.name: x_test[i : i + 1]})[0] for i in range(len(x_test))]
-            )
-            record_accuracy(row, out, y_test)
+            feed = x_test[:1]
+        else:
+            feed = np.random.default_rng(0).random(shape, dtype=np.float32)
+        row.input = "dataset" if x_test is not None else "generated"
+        fill_timing(row, lambda: session.run(None, {name: feed}), options)
+        if x_test is not None:
+            runs = [session.run(None, {name: x_test[i : i + 1]})[0] for i in range(len(x_test))]
+            record_accuracy(row, np.concatenate(runs), y_test)
     except EdgennError as exc:
         row.error = str(exc)
     return row
@@ -521,16 +584,25 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def worker(bench_fn: Callable[[Path, BenchOptions], BenchRow]) -> None:
-    """Child process: read one request on stdin, print one JSON row on stdout.
+def worker_reply(bench_fn: Callable[[Path, BenchOptions], BenchRow], request: str) -> str:
+    """A benchmark child process's answer to its request: the protocol of :func:`bench`.
+
+    A child (``python -m edgenn.bench`` for .tflite and .onnx models, ``python -m
+    edgenn.host.keras_bench`` for run directories) reads one JSON request on stdin, and its
+    ``__main__`` entry prints this reply as its one stdout line, which ``_run_isolated`` reads.
 
     Args:
         bench_fn: What measures the model.
+        request: ``{"model": path, "options": BenchOptions fields}`` as JSON.
+
+    Returns:
+        The row, with its samples, as one JSON line.
     """
-    request = json.loads(sys.stdin.read())
-    row = bench_fn(Path(request["model"]), BenchOptions(**request["options"]))
-    print(json.dumps(row.to_dict(samples=True)))
+    doc = json.loads(request)
+    row = bench_fn(Path(doc["model"]), BenchOptions(**doc["options"]))
+    return json.dumps(row.to_dict(samples=True))
 
 
 if __name__ == "__main__":
-    worker(bench_one)
+    # The child process's entry point: its one stdout line is the protocol.
+    print(worker_reply(bench_one, sys.stdin.read()))

@@ -231,6 +231,63 @@ def load_pixels(path: Path, spec: PreprocessSpec) -> np.ndarray:
     return resize_pixels(open_image(path, spec.color_mode or "RGB"), spec)
 
 
+def image_to_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """An in-memory Pillow image as the uint8 pixels the model expects, as for a file.
+
+    The same steps as :func:`load_pixels` after decoding: EXIF orientation applied, colour mode
+    converted, resized with the recipe's filter.
+
+    Args:
+        img: The image, any Pillow mode and size.
+        spec: The model's recipe.
+
+    Returns:
+        uint8 array of shape ``spec.input_shape``.
+    """
+    upright = ImageOps.exif_transpose(img)
+    return resize_pixels(convert_mode(upright, spec.color_mode or "RGB"), spec)
+
+
+def array_to_pixels(array: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Decoded uint8 pixels of any size and mode as the uint8 pixels the model expects.
+
+    ``HxW`` (grey), ``HxWx1``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA), with or without a leading
+    batch axis of 1: converted to the model's colour mode and resized exactly as an image file
+    is (an array already in the model's shape is returned as it is: both steps are no-ops).
+
+    Args:
+        array: The pixels.
+        spec: The model's recipe.
+
+    Returns:
+        uint8 array of shape ``spec.input_shape``.
+
+    Raises:
+        EdgennError: Not uint8, or not a shape of pixels.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[2] == 1 and arr.dtype == np.uint8:
+        if list(arr.shape) == list(spec.input_shape):
+            return arr
+        arr = arr[:, :, 0]
+    if (
+        arr.dtype != np.uint8
+        or arr.ndim not in (2, 3)
+        or (arr.ndim == 3 and arr.shape[2] not in (3, 4))
+    ):
+        raise EdgennError(
+            f"Received a {arr.dtype} array of shape {tuple(np.shape(array))}; expected uint8 "
+            "pixels shaped HxW, HxWx1, HxWx3 or HxWx4.",
+            "Pass decoded 8-bit pixels (e.g. np.asarray(PIL image)), an image path, or the "
+            f"already preprocessed float input of shape {list(spec.input_shape)}.",
+        )
+    if list(arr.shape) == list(spec.input_shape):
+        return arr
+    return resize_pixels(convert_mode(Image.fromarray(arr), spec.color_mode or "RGB"), spec)
+
+
 def pixels_to_input(pixels: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None):
     """Scale uint8 pixels to the model's float input.
 

@@ -3,7 +3,9 @@
 The runtime is ``ai_edge_litert`` when installed, else ``tflite_runtime`` (32-bit Pi OS, old Coral
 set-ups); never ``tf.lite``, which is deprecated and would pull in TensorFlow. Quantized inputs and
 outputs are handled here with the model's own scale and zero point, so callers always pass float
-model inputs and get float outputs, whatever the model's I/O dtype.
+model inputs and get float outputs, whatever the model's I/O dtype. For a hot path,
+:meth:`Runner.bind` hands out the first input and output as the interpreter's own buffers and its
+native invoke (what :class:`edgenn.predict.Classifier` uses).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import dataclasses
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +27,8 @@ from edgenn.stdio import capture_stderr
 #: Runtimes in order of preference, by the name users pass to --runtime.
 RUNTIMES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+#: What a delegate spec may be (see :func:`load_delegate`), for help texts and errors.
+DELEGATE_FORMS = ("edgetpu", "edgetpu:usb", "edgetpu:pci", "a delegate .so path")
 
 
 @dataclasses.dataclass
@@ -112,7 +116,7 @@ def load_delegate(runtime: Runtime, spec: str):
         if not Path(spec).is_file():
             raise EdgennError(
                 f"Delegate library {spec} does not exist.",
-                "Pass the path of a delegate .so (e.g. a GPU delegate build) or 'edgetpu'.",
+                f"Pass one of: {', '.join(DELEGATE_FORMS)} (e.g. a GPU delegate build).",
             )
         hint = "Check that the library is built for this machine and runtime version."
     with _quiet_unraisable():
@@ -126,12 +130,30 @@ def load_delegate(runtime: Runtime, spec: str):
     raise EdgennError(f"Could not load the delegate {library} ({first}).", hint)
 
 
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """A model's first input and output as numpy arrays, and the call that runs between them.
+
+    Write the input into :attr:`input`, call :attr:`invoke`, read :attr:`output`: no per-call
+    copy, allocation or validation (see :meth:`Runner.bind`).
+
+    Attributes:
+        input: The model input, shaped and typed as the input tensor (quantized values for an
+            integer input).
+        output: The first output, flat, raw (quantized values for an integer output).
+        invoke: Runs the model once.
+        direct: True when ``input`` and ``output`` are the interpreter's own buffers; False when
+            they are staging copies (runtimes without direct tensor access).
+    """
+
+    input: np.ndarray
+    output: np.ndarray
+    invoke: Callable[[], None]
+    direct: bool
+
+
 class Runner:
     """One interpreter for one model, with float-in / float-out helpers.
-
-    The hot path (:meth:`run`) reuses one input buffer, copies the output out of the interpreter
-    before returning (no ``tensor()`` view is held across ``invoke()``) and allocates only the
-    returned array.
 
     Args:
         model: A path, the model bytes, or a parsed :class:`~edgenn.tflite_model.TFLiteFile`.
@@ -139,7 +161,7 @@ class Runner:
         xnnpack: Use LiteRT's default XNNPACK delegate; False gives the bit-exact reference
             kernels (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``).
         delegate: ``edgetpu``, ``edgetpu:usb``, ``edgetpu:pci`` or a delegate ``.so`` path.
-        runtime: ``litert`` or ``tflite-runtime`` (None: the first installed).
+        runtime: A name of :data:`RUNTIMES` (None: the first installed).
         verbose: Let the runtime's own log lines through to stderr.
 
     Raises:
@@ -162,27 +184,8 @@ class Runner:
         self.threads = threads
         self.xnnpack = xnnpack
         self.delegate_name = delegate
-        kwargs = {"model_content": self.model.data, "num_threads": threads}
-        if not xnnpack:
-            resolver = getattr(self.runtime.module, "OpResolverType", None)
-            if resolver is None:
-                raise EdgennError(f"{self.runtime.name} cannot turn XNNPACK off.")
-            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        if delegate:
-            kwargs["experimental_delegates"] = [load_delegate(self.runtime, delegate)]
+        self.interpreter = self._make_interpreter(threads, xnnpack, delegate, verbose)
         label = self.model.path or "the model"
-        try:
-            # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" and its errors from
-            # C++; keep them off the screen unless asked for, and quote them in the error.
-            with capture_stderr(not verbose) as native:
-                self.interpreter = self.runtime.module.Interpreter(**kwargs)
-                self.interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as exc:
-            message = " ".join((str(exc) + " " + native.text).split())
-            raise EdgennError(
-                f"{self.runtime.name} {self.runtime.version} cannot run {label}: {message[:300]}",
-                "Check the model's ops with: edgenn inspect MODEL --target cpu",
-            ) from None
         try:
             self.input_details = self.interpreter.get_input_details()
             self.output_details = self.interpreter.get_output_details()
@@ -195,13 +198,37 @@ class Runner:
         self.input_shape = tuple(int(s) for s in first["shape"])
         self._in_buffer = np.zeros(self.input_shape, dtype=self._in_dtype)
         self._q_buffer = np.zeros(self.input_shape, dtype=np.float32)
-        if self._in_scale:
-            self._in_min, self._in_max = np.iinfo(self._in_dtype).min, np.iinfo(self._in_dtype).max
         out = self.output_details[0]
         self._out_index = out["index"]
-        self._out_units = int(np.prod(out["shape"]))
-        self._get_tensor = self.interpreter.get_tensor
         self._out_scale, self._out_zero = _quant(out)
+        self._invoke: Callable[[], None] = self.interpreter.invoke
+        self._binding: Binding | None = None
+
+    def _make_interpreter(
+        self, threads: int | None, xnnpack: bool, delegate: str | None, verbose: bool
+    ):
+        kwargs = {"model_content": self.model.data, "num_threads": threads}
+        if not xnnpack:
+            resolver = getattr(self.runtime.module, "OpResolverType", None)
+            if resolver is None:
+                raise EdgennError(f"{self.runtime.name} cannot turn XNNPACK off.")
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if delegate:
+            kwargs["experimental_delegates"] = [load_delegate(self.runtime, delegate)]
+        try:
+            # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" and its errors from
+            # C++; keep them off the screen unless asked for, and quote them in the error.
+            with capture_stderr(not verbose) as native:
+                interpreter = self.runtime.module.Interpreter(**kwargs)
+                interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            message = " ".join((str(exc) + " " + native.text).split())
+            raise EdgennError(
+                f"{self.runtime.name} {self.runtime.version} cannot run "
+                f"{self.model.path or 'the model'}: {message[:300]}",
+                "Check the model's ops with: edgenn inspect MODEL --target cpu",
+            ) from None
+        return interpreter
 
     @property
     def delegated_ops(self) -> int | None:
@@ -221,6 +248,41 @@ class Runner:
         """The model's input dtype (float32, int8 or uint8...)."""
         return self._in_dtype
 
+    @property
+    def output_quantization(self) -> tuple[float, int]:
+        """``(scale, zero_point)`` of the first output (``(0.0, 0)`` for a float output)."""
+        return self._out_scale, self._out_zero
+
+    def quantize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Float model-input values in the input's dtype, as :meth:`set_input` stores them.
+
+        ``q = round(x / scale) + zero_point``, saturated to the integer range, for a quantized
+        input; a float input is only cast.
+
+        Args:
+            x: Float values, any shape.
+            out: Where to write (an array of the input dtype and ``x``'s size); None: a new one.
+
+        Returns:
+            ``out`` (or the new array), shaped as ``out`` (or as ``x``).
+        """
+        x = np.asarray(x)
+        if out is None:
+            out = np.empty(x.shape, dtype=self._in_dtype)
+        if not self._in_scale:
+            out[...] = x.reshape(out.shape)
+            return out
+        # A float buffer kept between calls when the shapes allow: the hot path reuses it.
+        q = self._q_buffer if x.size == self._q_buffer.size else np.empty(x.shape, np.float32)
+        q = q.reshape(out.shape)
+        np.divide(x.reshape(out.shape), self._in_scale, out=q)
+        np.rint(q, out=q)
+        q += self._in_zero
+        info = np.iinfo(self._in_dtype)
+        np.clip(q, info.min, info.max, out=q)
+        out[...] = q
+        return out
+
     def set_input(self, x: np.ndarray) -> None:
         """Quantize (when needed) and copy one float input into the interpreter.
 
@@ -231,51 +293,26 @@ class Runner:
         Raises:
             EdgennError: The input has the wrong number of elements.
         """
-        if (
-            not self._in_scale
-            and type(x) is np.ndarray
-            and x.dtype == self._in_dtype
-            and x.shape == self.input_shape
-        ):
-            # Float model, input already in shape: the interpreter copies it; no staging copy.
-            self.interpreter.set_tensor(self._in_index, x)
-            return
         x = np.asarray(x)
         if x.size != self._in_buffer.size:
             raise EdgennError(
                 f"Input of shape {tuple(x.shape)} does not fit the model input {self.input_shape}.",
             )
-        flat_in = x.reshape(self._in_buffer.shape)
-        if x.dtype == self._in_dtype and self._in_scale:
-            # Already quantized (e.g. by the caller once, outside a timing loop): copy as is.
-            self.interpreter.set_tensor(self._in_index, flat_in)
+        if x.dtype == self._in_dtype and (self._in_scale or x.shape == self.input_shape):
+            # Already in the model's dtype (quantized by the caller once, outside a timing loop,
+            # or a float input in shape): the interpreter copies it as is.
+            self.interpreter.set_tensor(self._in_index, x.reshape(self.input_shape))
             return
-        if self._in_scale:
-            # q = round(x / scale) + zero_point, saturated to the integer range, computed in a
-            # float buffer kept between calls (the hot path allocates nothing it can reuse).
-            q = self._q_buffer
-            np.divide(flat_in, self._in_scale, out=q)
-            np.rint(q, out=q)
-            q += self._in_zero
-            np.clip(q, self._in_min, self._in_max, out=q)
-            self._in_buffer[...] = q
-        else:
-            self._in_buffer[...] = flat_in
-        self.interpreter.set_tensor(self._in_index, self._in_buffer)
+        self.interpreter.set_tensor(self._in_index, self.quantize(x, out=self._in_buffer))
 
     def invoke(self) -> None:
         """Run the model once on the input set last."""
-        self.interpreter.invoke()
+        self._invoke()
 
     def get_output(self) -> np.ndarray:
         """The first output, dequantized to float32, as a fresh array (batch axis kept)."""
         raw = self.interpreter.get_tensor(self._out_index)
-        if self._out_scale:
-            # Dequantize in float32 after widening: int8 - zero_point cannot overflow there.
-            return (raw.astype(np.float32) - np.float32(self._out_zero)) * np.float32(
-                self._out_scale
-            )
-        return raw.astype(np.float32, copy=True)
+        return classify.dequantize(raw, self._out_scale, self._out_zero)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one example: float input in, float output out.
@@ -287,10 +324,12 @@ class Runner:
             The first output as float32, batch axis kept.
         """
         self.set_input(x)
-        self.interpreter.invoke()
+        self._invoke()
         return self.get_output()
 
-    def predict(self, xs: np.ndarray, progress=None) -> np.ndarray:
+    def predict(
+        self, xs: np.ndarray, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """Run a stack of examples one by one (models are exported with batch 1).
 
         Args:
@@ -309,16 +348,22 @@ class Runner:
         return out
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """A float input converted to the model's input dtype (a copy; float models: float32).
+        """A float input converted to the model's input dtype and shape (a copy).
 
         Args:
-            x: Float model input.
+            x: Float model input (with or without the batch axis).
 
         Returns:
             The array :meth:`set_input` would copy into the interpreter.
+
+        Raises:
+            EdgennError: The input has the wrong number of elements.
         """
-        self.set_input(x)
-        return self.interpreter.get_tensor(self._in_index)
+        if np.size(x) != self._in_buffer.size:
+            raise EdgennError(
+                f"Input of shape {np.shape(x)} does not fit the model input {self.input_shape}."
+            )
+        return self.quantize(x, out=np.empty(self.input_shape, self._in_dtype))
 
     def top_k(self, k: int = 1) -> list[tuple[int, float]]:
         """The k best classes of the last invoke as ``(index, probability)``, best first.
@@ -329,7 +374,47 @@ class Runner:
         Returns:
             ``[(class index, score)]`` (see :func:`edgenn.classify.top_k`).
         """
-        return classify.top_k(self._get_tensor(self._out_index), k, self._out_scale, self._out_zero)
+        raw = self.interpreter.get_tensor(self._out_index)
+        return classify.top_k(raw, k, self._out_scale, self._out_zero)
+
+    def bind(self) -> Binding:
+        """The first input and output as arrays for a hot path without copies (made once).
+
+        With LiteRT and tflite-runtime, ``input`` and ``output`` are views of the interpreter's
+        own tensor buffers and ``invoke`` is the native call. The interpreter's Python
+        ``invoke()`` refuses to run while such a view exists, because a view goes stale when
+        tensors are reallocated; this Runner allocates once, in its constructor, and never
+        resizes, so the views stay valid and :meth:`invoke` switches to the native call too.
+        After ``bind()`` call :meth:`invoke`, never ``interpreter.invoke()`` or
+        ``interpreter.allocate_tensors()`` (which refuse, as said). Where the runtime has no
+        native handle, the binding stages copies through ``set_tensor`` / ``get_tensor``.
+
+        Returns:
+            The binding.
+        """
+        if self._binding is None:
+            native = getattr(getattr(self.interpreter, "_interpreter", None), "Invoke", None)
+            if native is not None:
+                tensor = self.interpreter.tensor
+                self._binding = Binding(
+                    tensor(self._in_index)(), tensor(self._out_index)().reshape(-1), native, True
+                )
+                self._invoke = native
+            else:
+                self._binding = self._staged_binding()
+        return self._binding
+
+    def _staged_binding(self) -> Binding:
+        interpreter, in_index, out_index = self.interpreter, self._in_index, self._out_index
+        staged_in = np.zeros(self.input_shape, self._in_dtype)
+        staged_out = interpreter.get_tensor(out_index).reshape(-1).copy()
+
+        def invoke() -> None:
+            interpreter.set_tensor(in_index, staged_in)
+            interpreter.invoke()
+            staged_out[...] = interpreter.get_tensor(out_index).reshape(-1)
+
+        return Binding(staged_in, staged_out, invoke, False)
 
 
 def _quant(detail: dict) -> tuple[float, int]:

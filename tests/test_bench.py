@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from edgenn import bench as bench_mod
+from edgenn import datasets as data
 from edgenn.bench import ROW_KEYS, BenchOptions, LatencyStats
 from edgenn.cli import main
 from edgenn.errors import UsageError
 
-from .conftest import REPO
+from .conftest import REPO, SAMPLES
 
 INT8 = REPO / "tests" / "data" / "tiny_cnn_int8.tflite"
 FP32 = REPO / "tests" / "data" / "tiny_cnn_fp32.tflite"
@@ -157,3 +160,60 @@ def test_plot_png(tmp_path):
 def test_options_validate():
     with pytest.raises(UsageError):
         BenchOptions(threads=0).validate()
+
+
+def test_label_mismatch_names_both_lists():
+    fm = data.FASHION_MNIST_LABELS
+    assert bench_mod.label_mismatch(fm, list(fm), "fashion-mnist") is None
+    assert bench_mod.label_mismatch([], ["a", "b"], "x") is None  # no labels: scored by index
+    reason = bench_mod.label_mismatch(fm, ["0", "1", "2"], "digits")
+    assert "10 labels (T-shirt/top, Trouser, Pullover, Dress, ...)" in reason
+    assert "digits's 3 classes (0, 1, 2)" in reason
+
+
+def test_same_count_different_names_is_not_scored():
+    """The sample folders are Fashion-MNIST's classes, but named and ordered differently: an
+    accuracy would compare output 0 (T-shirt/top) with folder 0 (Ankle_boot)."""
+    row = bench_mod.bench_one(INT8, BenchOptions(dataset=str(SAMPLES), runs=5, warmup=0))
+    assert row.error is None and row.latency_ms is not None and row.accuracy is None
+    assert row.input == "generated" and row.examples == 0
+    assert "accuracy not scored: the model's 10 labels (T-shirt/top" in row.note
+    assert "10 classes (Ankle_boot, Bag, Coat, Dress, ...)" in row.note
+
+
+def test_different_count_is_not_scored_and_the_table_says_why(tmp_path):
+    folder = tmp_path / "three"
+    for name in ("Bag", "Coat", "Dress"):
+        shutil.copytree(SAMPLES / name, folder / name)
+    result = CliRunner().invoke(
+        main, ["bench", str(INT8), "--dataset", str(folder), "-n", "5", "--warmup", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    note = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "10 labels" in note[0] and "3 classes (Bag, Coat, Dress)" in note[0]
+    row = result.stdout.splitlines()[1].split()
+    assert row[0] == "tiny_cnn_int8.tflite" and row[-2:] == ["-", "-"]  # no accuracy, no drop
+
+
+def test_bench_options_come_from_the_library():
+    from edgenn.runtime import RUNTIMES
+
+    params = {p.name: p for p in main.commands["bench"].params}
+    defaults = BenchOptions()
+    assert params["runs"].default == defaults.runs and params["warmup"].default == defaults.warmup
+    assert params["dataset"].default == defaults.dataset
+    assert params["runtime"].type.choices == tuple(RUNTIMES)
+    assert all(name in params["dataset"].help for name in data.BUILTIN_DATASETS)
+
+
+def test_runtime_option_reaches_the_row():
+    row = bench_mod.bench_one(INT8, BenchOptions(dataset=None, runs=5, runtime="litert"))
+    assert row.runtime.startswith("litert ") and row.error is None
+
+
+def test_worker_reply_is_the_protocol_line():
+    request = json.dumps(
+        {"model": str(INT8), "options": dataclasses.asdict(BenchOptions(dataset=None, runs=3))}
+    )
+    doc = json.loads(bench_mod.worker_reply(bench_mod.bench_one, request))
+    assert doc["runs"] == 3 and len(doc["samples_ms"]) == 3 and doc["error"] is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgenn import classify, preprocess
+from edgenn import preprocess
 from edgenn.errors import EdgennError
 from edgenn.preprocess import PreprocessSpec
 
@@ -81,9 +81,33 @@ def test_pixels_to_input_reuses_buffer():
     np.testing.assert_array_equal(out, px.astype(np.float32) * np.float32(1 / 255))
 
 
-def test_scores_from_sigmoid_output():
-    scores = classify.scores(np.array([[0.25], [0.9]]))
-    np.testing.assert_allclose(scores, [[0.75, 0.25], [0.1, 0.9]])
+def test_pillow_images_and_arrays_become_the_pixels_of_a_file(tmp_path):
+    spec = PreprocessSpec.for_images(28, 28, "L")
+    rgb = Image.open(SAMPLE).convert("RGB").resize((90, 60))
+    rgb.save(tmp_path / "wide.png")
+    from_file = preprocess.load_pixels(tmp_path / "wide.png", spec)
+    np.testing.assert_array_equal(preprocess.image_to_pixels(rgb, spec), from_file)
+    np.testing.assert_array_equal(preprocess.array_to_pixels(np.asarray(rgb), spec), from_file)
+    rgba = np.dstack([np.asarray(rgb), np.full((60, 90), 255, np.uint8)])
+    np.testing.assert_array_equal(preprocess.array_to_pixels(rgba[None], spec), from_file)
+    rgb_spec = PreprocessSpec.for_images(28, 28, "RGB")
+    grey = np.asarray(Image.open(SAMPLE))[:, :, None]
+    assert preprocess.array_to_pixels(grey, rgb_spec).shape == (28, 28, 3)
+
+
+def test_pixels_already_in_shape_are_returned_as_they_are():
+    spec = PreprocessSpec.for_images(28, 28, "L")
+    px = preprocess.load_pixels(SAMPLE, spec)
+    assert preprocess.array_to_pixels(px, spec) is px
+    np.testing.assert_array_equal(preprocess.array_to_pixels(px[:, :, 0], spec), px)
+
+
+@pytest.mark.parametrize(
+    "array", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(16, np.uint8)]
+)
+def test_arrays_that_are_not_pixels(array):
+    with pytest.raises(EdgennError, match=r"expected uint8 pixels shaped HxW, HxWx1, HxWx3"):
+        preprocess.array_to_pixels(array, PreprocessSpec.for_images(4, 4, "L"))
 
 
 @pytest.mark.tf

@@ -22,6 +22,7 @@ TEST_DATA = REPO / "tests" / "data"
 INT8 = TEST_DATA / "tiny_cnn_int8.tflite"
 UINT8IO = TEST_DATA / "tiny_cnn_uint8io.tflite"
 FP32 = TEST_DATA / "tiny_cnn_fp32.tflite"
+MICRO = TEST_DATA / "tiny_cnn_micro.tflite"
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,51 @@ def test_top_k_agrees_with_full_output(test_inputs):
     for xi in x[:20]:
         full = r.run(xi)[0]
         top = r.top_k(3)
-        assert [i for i, _ in top] == list(np.argsort(full)[::-1][:3])
+        # Best first; equal scores (int8 outputs tie) by the lower index, as argmax.
+        assert [i for i, _ in top] == sorted(range(10), key=lambda i: (-full[i], i))[:3]
         assert top[0][1] == pytest.approx(float(full.max()), abs=1e-6)
+
+
+def test_quantize_any_shape_like_set_input():
+    r = Runner(UINT8IO, xnnpack=False)
+    values = np.linspace(-0.2, 1.2, 256, dtype=np.float32)
+    table = r.quantize(values)
+    assert table.dtype == np.uint8 and table.shape == (256,)
+    assert table[0] == 0 and table[-1] == 255  # saturated, not wrapped
+    x = np.resize(values, 784).reshape(28, 28, 1)
+    np.testing.assert_array_equal(r.quantize_input(x).reshape(-1), r.quantize(x).reshape(-1))
+    assert Runner(FP32).quantize(values).dtype == np.float32
+
+
+def test_bind_gives_the_interpreter_buffers(test_inputs):
+    x, _ = test_inputs
+    r = Runner(INT8)
+    expected = [r.run(xi)[0] for xi in x[:5]]
+    binding = r.bind()
+    assert binding.direct and r.bind() is binding
+    assert binding.input.shape == r.input_shape and binding.output.shape == (10,)
+    for xi, want in zip(x[:5], expected):
+        binding.input[...] = xi.reshape(r.input_shape)
+        binding.invoke()
+        np.testing.assert_array_equal(binding.output, want)
+    # The other helpers keep working on a bound runner (they invoke through the native call).
+    np.testing.assert_array_equal(r.run(x[0])[0], expected[0])
+    assert r.predict(x[:3]).shape == (3, 10)
+    # LiteRT's own invoke() refuses while views exist, as Runner.bind documents.
+    with pytest.raises(RuntimeError, match="reference to internal data"):
+        r.interpreter.invoke()
+
+
+def test_staged_binding_matches_the_direct_one(test_inputs):
+    x, _ = test_inputs
+    direct, staged = Runner(MICRO).bind(), Runner(MICRO)._staged_binding()
+    assert not staged.direct and staged.input.dtype == np.int8
+    quantized = Runner(MICRO).quantize_input(x[0])
+    for binding in (direct, staged):
+        binding.input[...] = quantized
+        binding.invoke()
+    np.testing.assert_array_equal(staged.output, direct.output)
+    assert staged.output.dtype == np.int8
 
 
 def test_int8_and_fp32_agree_on_real_images(test_inputs):
@@ -140,3 +184,19 @@ def test_predict_rgb_image_for_a_grayscale_model(tmp_path):
 def test_predict_refuses_a_multi_input_or_unknown_model(tmp_path):
     result = CliRunner().invoke(main, ["predict", "-m", str(tmp_path / "none.tflite"), "x.jpg"])
     assert result.exit_code == 1 and "Model not found" in result.output
+
+
+def test_predict_options_come_from_the_library():
+    from edgenn.classify import DEFAULT_TOP_K
+    from edgenn.runtime import RUNTIMES
+
+    params = {p.name: p for p in main.commands["predict"].params}
+    assert params["runtime"].type.choices == tuple(RUNTIMES)
+    assert params["top_k"].default == DEFAULT_TOP_K
+    result = CliRunner().invoke(
+        main,
+        ["predict", "-m", str(INT8), str(next(SAMPLES.glob("Bag/*.jpg"))), "--runtime", "litert"],
+    )
+    assert result.exit_code == 0 and ": Bag " in result.stdout
+    bad = CliRunner().invoke(main, ["predict", "-m", str(INT8), "x.jpg", "--runtime", "tf.lite"])
+    assert bad.exit_code == 2 and "'litert'" in bad.output

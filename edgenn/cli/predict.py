@@ -10,7 +10,21 @@ from typing import Any
 
 import click
 
+from edgenn import bench as bench_mod
+from edgenn.bench import BenchOptions
+from edgenn.classify import DEFAULT_TOP_K
 from edgenn.cli.base import main, print_json
+from edgenn.datasets import BUILTIN_DATASETS
+from edgenn.runtime import DELEGATE_FORMS, RUNTIMES
+
+#: What ``edgenn bench`` does when an option is not given.
+_BENCH = BenchOptions()
+#: The --dataset value that skips scoring.
+NO_DATASET = "none"
+_RUNTIME_HELP = (
+    "Interpreter package [default: the first installed of: " + ", ".join(RUNTIMES) + "]."
+)
+_DELEGATE_HELP = "External delegate: " + ", ".join(DELEGATE_FORMS) + "."
 
 
 @main.command(
@@ -24,9 +38,10 @@ Examples:
     "-m", "--model", type=click.Path(path_type=Path), required=True, help="The .tflite model."
 )
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("-k", "--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
-@click.option("--delegate", help="edgetpu, edgetpu:usb, edgetpu:pci or a delegate .so path.")
+@click.option("--delegate", help=_DELEGATE_HELP)
+@click.option("--runtime", type=click.Choice(tuple(RUNTIMES)), help=_RUNTIME_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
 def predict(
     model: Path,
@@ -34,12 +49,13 @@ def predict(
     top_k: int,
     threads: int | None,
     delegate: str | None,
+    runtime: str | None,
     as_json: bool,
 ) -> None:
     """Classify image files (folders are walked) with a .tflite model: top-k labels per image."""
     from edgenn.predict import Classifier, expand_images
 
-    classifier = Classifier(model, threads=threads, delegate=delegate)
+    classifier = Classifier(model, top_k, threads=threads, delegate=delegate, runtime=runtime)
     failed = 0
     for path in expand_images(images):
         result = classifier.classify_file(path, top_k)
@@ -66,22 +82,26 @@ Examples:
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--dataset",
-    default="fashion-mnist",
+    default=_BENCH.dataset or NO_DATASET,
     show_default=True,
-    help="Data set whose test split scores accuracy (fashion-mnist, digits, a folder; none: skip).",
+    help=f"Data set whose test split scores accuracy ({', '.join(BUILTIN_DATASETS)}, a folder; "
+    f"{NO_DATASET}: skip). Models whose labels are not its classes are not scored.",
 )
 @click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Fashion-MNIST folder."
 )
 @click.option(
-    "-n", "--runs", type=int, default=200, show_default=True, help="Counted runs per model."
+    "-n", "--runs", type=int, default=_BENCH.runs, show_default=True, help="Counted runs per model."
 )
-@click.option("--warmup", type=int, default=10, show_default=True, help="Uncounted runs first.")
+@click.option(
+    "--warmup", type=int, default=_BENCH.warmup, show_default=True, help="Uncounted runs first."
+)
 @click.option("--threads", type=int, help="Interpreter threads [default: the runtime's].")
 @click.option(
     "--no-xnnpack", is_flag=True, help="LiteRT's reference kernels (bit-exact with TFLM)."
 )
-@click.option("--delegate", help="edgetpu, edgetpu:usb, edgetpu:pci or a delegate .so path.")
+@click.option("--delegate", help=_DELEGATE_HELP)
+@click.option("--runtime", type=click.Choice(tuple(RUNTIMES)), help=_RUNTIME_HELP)
 @click.option(
     "--limit", "accuracy_limit", type=int, help="Score accuracy on the first N test examples."
 )
@@ -102,10 +122,8 @@ def bench(models: tuple[Path, ...], **opts: Any) -> None:
     in its own process; a model that fails is a row with its error and the others still run.
     The exit code is 1 only when every row failed.
     """
-    from edgenn import bench as bench_mod
-
-    options = bench_mod.BenchOptions(
-        dataset=None if opts["dataset"] in ("none", "") else opts["dataset"],
+    options = BenchOptions(
+        dataset=None if opts["dataset"] in (NO_DATASET, "") else opts["dataset"],
         data_dir=str(opts["data_dir"]) if opts["data_dir"] else None,
         runs=opts["runs"],
         warmup=opts["warmup"],
@@ -113,6 +131,7 @@ def bench(models: tuple[Path, ...], **opts: Any) -> None:
         xnnpack=not opts["no_xnnpack"],
         delegate=opts["delegate"],
         accuracy_limit=opts["accuracy_limit"],
+        runtime=opts["runtime"],
     )
     options.validate()
     if opts["plot_path"]:

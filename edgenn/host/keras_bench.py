@@ -7,6 +7,7 @@ the same statistics and prints one JSON row.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from edgenn.bench import (
     peak_rss_mb,
     record_accuracy,
     scoring_inputs,
-    worker,
+    worker_reply,
 )
 from edgenn.errors import EdgennError
 
@@ -64,4 +65,5 @@ def bench_keras(run_dir: Path, options: BenchOptions) -> BenchRow:
 
 
 if __name__ == "__main__":
-    worker(bench_keras)
+    # The child process's entry point: its one stdout line is the protocol of edgenn.bench.
+    print(worker_reply(bench_keras, sys.stdin.read()))
