@@ -161,6 +161,12 @@ def read_companions(folder: Path, require_labels: bool = False) -> ModelInfo:
         EdgennError: ``preprocess.json`` (or a required ``labels.txt``) is missing or invalid.
     """
     folder = Path(folder)
+    labels_path = folder / LABELS_FILE
+    if require_labels and not labels_path.exists():
+        raise EdgennError(
+            f"{folder} has no {LABELS_FILE}; the model would not know its classes.",
+            f"Write one class name per line into {labels_path}, or retrain with edgenn train.",
+        )
     recipe = folder / PREPROCESS_FILE
     if not recipe.exists():
         raise EdgennError(
@@ -172,16 +178,7 @@ def read_companions(folder: Path, require_labels: bool = False) -> ModelInfo:
     except ValueError as exc:
         raise EdgennError(f"Cannot read {recipe} as JSON: {exc}.") from None
     spec = PreprocessSpec.from_dict(doc, source=str(recipe))
-    labels_path = folder / LABELS_FILE
-    if labels_path.exists():
-        labels = read_labels(labels_path)
-    elif require_labels:
-        raise EdgennError(
-            f"{folder} has no {LABELS_FILE}; the model would not know its classes.",
-            f"Write one class name per line into {labels_path}, or retrain with edgenn train.",
-        )
-    else:
-        labels = []
+    labels = read_labels(labels_path) if labels_path.exists() else []
     return ModelInfo(labels, spec, str(recipe))
 
 

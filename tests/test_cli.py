@@ -145,3 +145,53 @@ def test_train_human_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert "mlp on digits" in result.stdout and "test accuracy" in result.stdout
     assert "epoch 2/2" in result.stderr  # progress goes to stderr
+
+
+def _library_choices() -> dict[tuple[str, str], object]:
+    """Every click.Choice of the CLI -> the library object that owns the list."""
+    from edgenn import bundle, camera, precision, preprocess, runtime, tag, targets, xmp
+    from edgenn import datasets as ds
+    from edgenn.host import convert, models
+    from edgenn.host import train as host_train
+    from firmware_export import render
+
+    return {
+        ("bench", "runtime"): runtime.RUNTIMES,
+        ("predict", "runtime"): runtime.RUNTIMES,
+        ("bundle", "target"): bundle.BUNDLE_TARGETS,
+        ("bundle", "service"): bundle.SERVICES,
+        ("camera", "smooth_mode"): camera.SMOOTH_MODES,
+        ("convert", "quantize"): precision.PRECISIONS,
+        ("convert", "io_type"): precision.IO_TYPES,
+        ("convert", "target"): targets.TARGETS,
+        ("inspect", "target"): targets.TARGETS,
+        ("convert", "fmt"): convert.FORMATS,
+        ("firmware", "layout"): render.LAYOUTS,
+        ("tag", "fmt"): tag.FORMATS,
+        ("tag", "sidecar"): xmp.SIDECAR_STYLES,
+        ("train", "task"): ds.TASKS,
+        ("train", "color_mode"): preprocess.COLOR_MODES,
+        ("train", "model"): models.MODEL_KINDS,
+        ("train", "head"): models.CNN_HEADS,
+        ("train", "activation"): models.ACTIVATIONS,
+        ("train", "loss"): models.LOSSES,
+        ("train", "optimizer"): models.OPTIMIZERS,
+        ("train", "lr_schedule"): host_train.LR_SCHEDULES,
+    }
+
+
+def test_every_cli_choice_is_the_library_list():
+    """A list typed into the CLI instead of taken from the library fails here when they drift,
+    and a new Choice that is not in the table fails until its owner is named."""
+    import click
+
+    owners = _library_choices()
+    seen = set()
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                key = (name, param.name)
+                assert key in owners, f"edgenn {name} --{param.name}: no library owner listed"
+                assert list(param.type.choices) == list(owners[key]), key
+                seen.add(key)
+    assert seen == set(owners)
