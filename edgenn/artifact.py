@@ -30,6 +30,10 @@ METADATA_FORMAT = 1
 MAX_COMPANION_BYTES = 4 * 1024 * 1024
 
 
+class LabelMismatchError(EdgennError):
+    """The labels do not fit the model's output (a wrong labels file, not a missing one)."""
+
+
 @dataclasses.dataclass
 class ModelInfo:
     """What travels with a model: its labels and preprocessing.
@@ -44,10 +48,6 @@ class ModelInfo:
     labels: list[str]
     spec: PreprocessSpec
     source: str
-
-    def label(self, index: int) -> str:
-        """Class name of an output index (the index itself when there is no such label)."""
-        return self.labels[index] if 0 <= index < len(self.labels) else str(index)
 
 
 def _read_small_text(path: Path, what: str) -> str:
@@ -265,11 +265,11 @@ def check_labels(labels: list[str], units: int, name: str) -> None:
         name: The model, for the message.
 
     Raises:
-        EdgennError: The counts differ.
+        LabelMismatchError: The counts differ.
     """
     if not labels or len(labels) == units or (units == 1 and len(labels) == 2):
         return
-    raise EdgennError(
+    raise LabelMismatchError(
         f"{name} has {len(labels)} labels but {units} outputs; each output needs one label.",
         f"Fix {LABELS_FILE} (one class name per line, in output order), or re-convert the model.",
     )

@@ -140,7 +140,7 @@ class BenchOptions:
         runtime: A name of :data:`edgenn.runtime.RUNTIMES` (None: the first installed).
     """
 
-    dataset: str | None = "fashion-mnist"
+    dataset: str | None = datasets.DEFAULT_DATASET
     data_dir: str | None = None
     runs: int = 200
     warmup: int = 10
@@ -279,9 +279,15 @@ def _since_ms(start_ns: int, digits: int = 5) -> float:
 
 
 def _tflite_scoring(parsed: tflite_model.TFLiteFile, options: BenchOptions, row: BenchRow):
-    """The test split for a .tflite model, or ``(None, None)`` with ``row.note`` saying why."""
+    """The test split for a .tflite model, or ``(None, None)`` with ``row.note`` saying why.
+
+    A model that comes without labels or recipe (a third-party model) is timed on generated
+    inputs; one whose labels do not fit its output is an error, as for ONNX and Keras rows.
+    """
     try:
         info = artifact.model_info(parsed)
+    except artifact.LabelMismatchError:
+        raise
     except EdgennError as exc:
         row.note = f"accuracy not scored: {exc.message}"
         return None, None

@@ -119,7 +119,7 @@ def top_k(
     if raw.size == 1:
         # One sigmoid unit: two classes.
         p = (raw.item(0) - zero_point) * scale if scale else raw.item(0)
-        ranked = [(1, p), (0, 1.0 - p)] if p >= 0.5 else [(0, 1.0 - p), (1, p)]
+        ranked = [(1, p), (0, 1.0 - p)] if p > 0.5 else [(0, 1.0 - p), (1, p)]
         return ranked[:k]
     if k == 1:
         i = int(raw.argmax())

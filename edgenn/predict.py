@@ -27,7 +27,6 @@ from PIL import Image
 from edgenn import preprocess, tflite_model
 from edgenn.artifact import ModelInfo, model_info
 from edgenn.classify import DEFAULT_TOP_K, Class, ranker
-from edgenn.datasets import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError, UsageError
 from edgenn.runtime import Runner
 
@@ -181,13 +180,13 @@ class Classifier:
         return pixels, self._pixel_fills[pixels.shape]
 
     def classify_pixels(
-        self, pixels: np.ndarray, k: int = DEFAULT_TOP_K
+        self, pixels: np.ndarray, k: int | None = None
     ) -> tuple[list[Class], float]:
         """Classify uint8 pixels already shaped as the model input, and time the inference.
 
         Args:
             pixels: uint8 array of ``spec.input_shape``.
-            k: How many classes to return.
+            k: How many classes to return (default: the ``top_k`` given to the constructor).
 
         Returns:
             ``(classes, inference_ms)``: best first, and the time of ``invoke`` alone.
@@ -199,14 +198,14 @@ class Classifier:
         start = time.perf_counter()
         self._invoke()
         inference_ms = (time.perf_counter() - start) * 1000
-        return self._rank(self._output, k), inference_ms
+        return self._rank(self._output, self.top_k if k is None else k), inference_ms
 
-    def classify_file(self, path: Path, k: int = DEFAULT_TOP_K) -> Classification:
+    def classify_file(self, path: Path, k: int | None = None) -> Classification:
         """Decode, preprocess and classify one image file; a bad file gives ``error``, not a raise.
 
         Args:
             path: The image.
-            k: How many classes to return.
+            k: How many classes to return (default: the ``top_k`` given to the constructor).
 
         Returns:
             The classification.
@@ -347,9 +346,7 @@ def expand_images(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            yield from preprocess.image_files(path)
         elif path.exists():
             yield path
         else:

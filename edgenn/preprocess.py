@@ -21,6 +21,10 @@ from edgenn.errors import EdgennError
 
 #: Colour modes a model can be trained on: Pillow's names.
 COLOR_MODES = ("L", "RGB")
+#: File suffixes taken as images by every command that walks a folder of images (training's
+#: image folders, predict, camera folder sources; tag adds HEIC). Kept here, beside decoding, so
+#: that a device command can list images without importing the data-set loaders.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 #: Resize filters, by the name stored in the recipe.
 RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -136,6 +140,20 @@ class PreprocessSpec:
                 f"{source}: resize is {spec.resize!r}; expected one of {sorted(RESIZE_FILTERS)}."
             )
         return spec
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files inside a folder (recursively), in name order.
+
+    Args:
+        folder: The folder.
+
+    Returns:
+        Paths whose suffix is one of :data:`IMAGE_SUFFIXES`.
+    """
+    return sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def open_image(path: Path, color_mode: str) -> Image.Image:

@@ -244,11 +244,6 @@ class Runner:
         return max(main_ops - kept, 0)
 
     @property
-    def input_dtype(self) -> np.dtype:
-        """The model's input dtype (float32, int8 or uint8...)."""
-        return self._in_dtype
-
-    @property
     def output_quantization(self) -> tuple[float, int]:
         """``(scale, zero_point)`` of the first output (``(0.0, 0)`` for a float output)."""
         return self._out_scale, self._out_zero

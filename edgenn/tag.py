@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edgenn import optional, preprocess, xmp
-from edgenn.datasets import IMAGE_SUFFIXES
+from edgenn import classify, optional, preprocess, xmp
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, atomic_write_text
 from edgenn.predict import Classifier
+from edgenn.preprocess import IMAGE_SUFFIXES
 
 #: The image types edgenn reads anywhere, less GIF (not a photo format), plus HEIC/HEIF (read
 #: when pillow-heif is installed).
@@ -45,7 +45,7 @@ MANIFEST_FORMATS = ("json", "csv")
 FORMATS = ("xmp", *MANIFEST_FORMATS)
 DEFAULT_FORMAT = "xmp"
 #: Labels considered per photo.
-DEFAULT_TOP_K = 3
+DEFAULT_TOP_K = classify.DEFAULT_TOP_K
 #: Minimum score for a label to become a keyword.
 DEFAULT_THRESHOLD = 0.5
 #: A manifest's columns (csv) and keys (json), in order.

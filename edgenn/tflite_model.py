@@ -103,11 +103,6 @@ class TensorInfo:
         arr = np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
         return arr.reshape(self.shape) if arr.size == int(np.prod(self.shape)) else arr
 
-    @property
-    def is_quantized(self) -> bool:
-        """Whether the tensor carries a scale and zero point."""
-        return bool(self.scale)
-
 
 @dataclasses.dataclass
 class OpInfo:

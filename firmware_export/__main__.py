@@ -11,13 +11,13 @@ import argparse
 import json
 import sys
 
+from edgenn.datasets import dataset_option
 from edgenn.errors import EdgennError
 from firmware_export.generate import (
     DEFAULT_ARENA_MARGIN,
     DEFAULT_DATASET,
     DEFAULT_LAYOUT,
     LAYOUTS,
-    dataset_option,
     export_firmware,
     report_lines,
     summary,

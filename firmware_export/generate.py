@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgenn import artifact, tflite_model, tflm
+from edgenn import artifact, datasets, tflite_model, tflm
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
 from edgenn.runtime import Runner
 from edgenn.tflm import DEFAULT_ARENA_MARGIN
-from edgenn.tflm import kernels as tflm_kernels
 from firmware_export import render, verify
 from firmware_export.render import DEFAULT_LAYOUT, LAYOUTS, resolver_method, resolver_methods
 from firmware_export.verify import parse_c_array
@@ -48,11 +47,10 @@ __all__ = [
     "resolver_method",
     "resolver_methods",
     "summary",
-    "tflm_kernels",
 ]
 
 #: The data set whose test images verify TFLM against LiteRT (random inputs when it does not fit).
-DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_DATASET = datasets.DEFAULT_DATASET
 #: How many inputs the verification compares.
 DEFAULT_VERIFY_EXAMPLES = 100
 PURPOSE = "edgenn firmware"
@@ -100,11 +98,6 @@ def report_lines(result: FirmwareResult) -> list[str]:
     ]
 
 
-def dataset_option(value: str | None) -> str | None:
-    """``--dataset`` as given on a command line: ``none`` (or empty) means no data set."""
-    return None if value in (None, "", "none") else value
-
-
 def refusals(model: tflite_model.TFLiteFile) -> list[str]:
     """Why a model cannot go to a microcontroller, one line per problem (empty when it can).
 
@@ -135,7 +128,7 @@ def refusals(model: tflite_model.TFLiteFile) -> list[str]:
         )
     for index, reason in sorted(tflm.static_problems(model).items()):
         problems.append(f"op #{index} {model.ops[index].name}: {reason}. {FIX}")
-    kernels = tflm_kernels()
+    kernels = tflm.kernels()
     for op in model.ops:
         if not op.custom and op.name not in kernels:
             problems.append(f"op #{op.index} {op.name}: TFLM has no kernel for it. {FIX}")

@@ -217,3 +217,15 @@ def test_worker_reply_is_the_protocol_line():
     )
     doc = json.loads(bench_mod.worker_reply(bench_mod.bench_one, request))
     assert doc["runs"] == 3 and len(doc["samples_ms"]) == 3 and doc["error"] is None
+
+
+def test_labels_that_do_not_fit_the_output_fail_the_row(tmp_path):
+    """As for ONNX and Keras rows: a wrong labels count is an error naming both numbers."""
+    from edgenn import artifact, tflite_model
+
+    spec = artifact.model_info(tflite_model.load(INT8)).spec
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(artifact.embed(INT8.read_bytes(), ["a", "b", "c"], spec))
+    row = bench_mod.bench_one(wrong, BenchOptions(runs=5, accuracy_limit=20))
+    assert row.error is not None and "has 3 labels but 10 outputs" in row.error
+    assert row.accuracy is None

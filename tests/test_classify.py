@@ -139,3 +139,8 @@ def test_class_is_a_small_json_record():
     }
     with pytest.raises(AttributeError):
         c.extra = 1  # __slots__: no per-instance dict
+
+
+def test_a_sigmoid_tie_ranks_as_argmax_does():
+    raw = np.array([[0.5]], np.float32)
+    assert classify.top_k(raw, 1)[0][0] == int(classify.predictions(raw)[0]) == 0

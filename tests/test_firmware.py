@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from edgenn import artifact, tflite_model, tflm
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
+from edgenn.tflm import kernels as tflm_kernels
 from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, LAYOUTS, export_firmware, render
-from firmware_export.generate import parse_c_array, resolver_methods, tflm_kernels
+from firmware_export.generate import parse_c_array, resolver_methods
 
 from .conftest import REPO
 

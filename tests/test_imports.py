@@ -69,6 +69,13 @@ def test_every_device_module_imports_without_tensorflow_or_extras():
     assert "HEAVY: []" in out.stdout, out.stdout
 
 
+def test_the_classifier_does_not_load_the_data_set_loaders():
+    """A device that only classifies never imports the training data code."""
+    out = _run("from edgenn import Classifier\nClassifier\nprint(sorted(sys.modules))")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'edgenn.predict'" in out.stdout and "edgenn.datasets" not in out.stdout
+
+
 def test_the_blocker_really_blocks():
     out = _run("import cv2")
     assert out.returncode != 0 and "blocked" in out.stderr

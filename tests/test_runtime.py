@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgenn import datasets as data
+from edgenn import preprocess
 from edgenn.cli import main
 from edgenn.errors import EdgennError, MissingDependencyError, UsageError
 from edgenn.predict import Classifier
@@ -200,3 +201,11 @@ def test_predict_options_come_from_the_library():
     assert result.exit_code == 0 and ": Bag " in result.stdout
     bad = CliRunner().invoke(main, ["predict", "-m", str(INT8), "x.jpg", "--runtime", "tf.lite"])
     assert bad.exit_code == 2 and "'litert'" in bad.output
+
+
+def test_classify_file_defaults_to_the_classifier_top_k():
+    clf = Classifier(INT8, top_k=5)
+    image = next(SAMPLES.glob("Bag/*.jpg"))
+    assert len(clf.classify_file(image).top_k) == 5
+    assert len(clf.classify_pixels(preprocess.load_pixels(image, clf.spec))[0]) == 5
+    assert len(clf.classify(image)) == 5

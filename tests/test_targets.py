@@ -14,7 +14,7 @@ import pytest
 from edgenn import precision, targets, tflite_model
 from edgenn.errors import UsageError
 from edgenn.targets import edgetpu, gpu, runtime_versions
-from edgenn.targets.micro import smallest_arena
+from edgenn.tflm import smallest_arena
 
 from .conftest import REPO
 
@@ -251,9 +251,9 @@ def test_micro_runs_the_sine_model_and_measures_its_arena(sine_float):
     assert 0 < arena["minimum_bytes"] < arena["recommended_bytes"]
     assert arena["recommended_bytes"] <= arena["minimum_bytes"] * 1.1 + 16
     # The measured minimum is tight: 16 bytes less fails.
-    from edgenn.targets.micro import _runtime, _try
+    from edgenn import tflm
 
-    ok, _ = _try(_runtime(), sine_float.read_bytes(), arena["minimum_bytes"] - 16)
+    ok, _ = tflm.try_run(tflm.runtime(), sine_float.read_bytes(), arena["minimum_bytes"] - 16)
     assert ok is None
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edgenn import preprocess
 from edgenn.camera.sources import Source, Warn, open_source, opencv, reconnect
 from edgenn.camera.web import WebView, parse_serve
+from edgenn.classify import DEFAULT_TOP_K
 from edgenn.errors import EdgennError, UsageError
 from edgenn.predict import Classifier
 
@@ -61,7 +61,7 @@ class FrameResult:
     Attributes:
         frame: Number of the classified frame, from 0.
         timestamp: Wall-clock time (Unix seconds) when it was classified.
-        top_k: Best classes first, each ``{"label", "score"}``.
+        top_k: Best classes first, each ``{"index", "label", "score"}`` (as predict's JSON).
         label: The (smoothed) label.
         score: Its (smoothed) score; with majority smoothing, the share of votes.
         inference_ms: Time of the interpreter's ``invoke``.
@@ -100,7 +100,7 @@ class CameraOptions:
     """
 
     source: str = "0"
-    top_k: int = 3
+    top_k: int = DEFAULT_TOP_K
     every_frame: bool = False
     max_frames: int | None = None
     duration: float | None = None
@@ -398,16 +398,16 @@ class _Run:
 
     def classify(self, frame: np.ndarray, captured_at: float) -> FrameResult:
         """Preprocess as in training, classify, smooth: the frame's result."""
-        spec = self.classifier.spec
-        img = preprocess.convert_mode(Image.fromarray(frame), spec.color_mode or "RGB")
-        pixels = preprocess.resize_pixels(img, spec)
+        pixels = preprocess.array_to_pixels(frame, self.classifier.spec)
         top, inference_ms = self.classifier.classify_pixels(pixels, self.options.top_k)
         now = time.perf_counter()
         label, score = self.smoother({t.label: float(t.score) for t in top})
         result = FrameResult(
             frame=self.frames,
             timestamp=round(time.time(), 4),
-            top_k=[{"label": t.label, "score": round(float(t.score), 5)} for t in top],
+            top_k=[
+                {"index": t.index, "label": t.label, "score": round(float(t.score), 5)} for t in top
+            ],
             label=label,
             score=round(score, 5),
             inference_ms=round(inference_ms, 4),

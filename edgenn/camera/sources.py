@@ -19,7 +19,6 @@ from types import ModuleType
 import numpy as np
 
 from edgenn import optional, preprocess
-from edgenn.datasets import IMAGE_SUFFIXES
 from edgenn.errors import EdgennError
 
 #: Called with a warning the user should see (a skipped frame, a reconnection attempt).
@@ -118,20 +117,6 @@ class OpenCVSource(Source):
             self.cap = None
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files inside a folder (recursively), in name order.
-
-    Args:
-        folder: The folder.
-
-    Returns:
-        Paths whose suffix is one of :data:`edgenn.datasets.IMAGE_SUFFIXES`.
-    """
-    return sorted(
-        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
 class FolderSource(Source):
     """An image folder played as frames, in name order; unreadable images are skipped.
 
@@ -146,7 +131,7 @@ class FolderSource(Source):
     live = False
 
     def __init__(self, folder: Path, on_warning: Warn | None = None) -> None:
-        self.files = image_files(folder)
+        self.files = preprocess.image_files(folder)
         if not self.files:
             raise EdgennError(f"{folder} holds no images to play as frames.")
         self.description = f"image folder {folder} ({len(self.files)} frames)"

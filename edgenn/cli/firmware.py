@@ -42,7 +42,8 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def firmware(model: Path, output: Path, **opts: Any) -> None:
     """Write TFLite Micro sources for an int8 model, verified on the host (bit-exact, compiled)."""
-    from firmware_export.generate import dataset_option, export_firmware, report_lines, summary
+    from edgenn.datasets import dataset_option
+    from firmware_export.generate import export_firmware, report_lines, summary
 
     result = export_firmware(
         model,

@@ -14,13 +14,12 @@ from edgenn import bench as bench_mod
 from edgenn.bench import BenchOptions
 from edgenn.classify import DEFAULT_TOP_K
 from edgenn.cli.base import main, print_json
-from edgenn.datasets import BUILTIN_DATASETS
+from edgenn.datasets import BUILTIN_DATASETS, NO_DATASET, dataset_option
 from edgenn.runtime import DELEGATE_FORMS, RUNTIMES
 
 #: What ``edgenn bench`` does when an option is not given.
 _BENCH = BenchOptions()
 #: The --dataset value that skips scoring.
-NO_DATASET = "none"
 _RUNTIME_HELP = (
     "Interpreter package [default: the first installed of: " + ", ".join(RUNTIMES) + "]."
 )
@@ -123,7 +122,7 @@ def bench(models: tuple[Path, ...], **opts: Any) -> None:
     The exit code is 1 only when every row failed.
     """
     options = BenchOptions(
-        dataset=None if opts["dataset"] in (NO_DATASET, "") else opts["dataset"],
+        dataset=dataset_option(opts["dataset"]),
         data_dir=str(opts["data_dir"]) if opts["data_dir"] else None,
         runs=opts["runs"],
         warmup=opts["warmup"],

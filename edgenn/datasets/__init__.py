@@ -19,7 +19,15 @@ pieces they share:
 from __future__ import annotations
 
 from edgenn.datasets.csv_table import MAX_AUTO_CLASSES, load_csv
-from edgenn.datasets.dataset import TASKS, Dataset, DataSpec, adapt_images
+from edgenn.datasets.dataset import (
+    DEFAULT_DATASET,
+    NO_DATASET,
+    TASKS,
+    Dataset,
+    DataSpec,
+    adapt_images,
+    dataset_option,
+)
 from edgenn.datasets.digits import load_digits
 from edgenn.datasets.fashion_mnist import (
     CHECKSUM_FILE,
@@ -37,7 +45,6 @@ from edgenn.datasets.idx import find_idx, read_idx
 from edgenn.datasets.image_folder import (
     DEFAULT_MAX_SIDE,
     GRAYSCALE_MODES,
-    IMAGE_SUFFIXES,
     list_image_folder,
     load_image_folder,
 )
@@ -57,19 +64,21 @@ __all__ = [
     "CHECKSUM_FILE",
     "DATA_FILE",
     "DEBIAN_FASHION_MNIST",
+    "DEFAULT_DATASET",
     "DEFAULT_MAX_SIDE",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_LABELS",
     "FASHION_MNIST_URL",
     "GRAYSCALE_MODES",
-    "IMAGE_SUFFIXES",
     "MAX_AUTO_CLASSES",
+    "NO_DATASET",
     "REPO_DATASETS",
     "TASKS",
     "DataSpec",
     "Dataset",
     "Splits",
     "adapt_images",
+    "dataset_option",
     "download_fashion_mnist",
     "find_idx",
     "list_image_folder",

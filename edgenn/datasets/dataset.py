@@ -17,6 +17,10 @@ from edgenn.preprocess import PreprocessSpec
 
 #: What a target column is: ``auto`` decides from its values (see :func:`edgenn.datasets.csv_table.load_csv`).
 TASKS = ("auto", "classification", "regression")
+#: The data set every command uses unless told otherwise (train, bench's scoring, firmware's check).
+DEFAULT_DATASET = "fashion-mnist"
+#: What a user passes as ``--dataset`` to mean "no data set" (bench, firmware).
+NO_DATASET = "none"
 
 
 @dataclasses.dataclass
@@ -64,7 +68,7 @@ class DataSpec:
         limit: Use at most this many examples of the training pool (stratified); None: all.
     """
 
-    dataset: str = "fashion-mnist"
+    dataset: str = DEFAULT_DATASET
     data_dir: str | None = None
     target_column: str | None = None
     task: str = "auto"
@@ -112,3 +116,8 @@ def adapt_images(x: np.ndarray, src: PreprocessSpec, dst: PreprocessSpec) -> np.
         img = Image.fromarray(np.ascontiguousarray(image[..., 0] if src_mode == "L" else image))
         out[i] = preprocess.resize_pixels(preprocess.convert_mode(img, dst.color_mode), dst)
     return out
+
+
+def dataset_option(value: str | None) -> str | None:
+    """``--dataset`` as given on a command line: :data:`NO_DATASET` (or empty) means none."""
+    return None if value in (None, "", NO_DATASET) else value

@@ -11,10 +11,8 @@ from PIL import Image
 from edgenn import preprocess
 from edgenn.datasets.dataset import Dataset
 from edgenn.errors import EdgennError
-from edgenn.preprocess import PreprocessSpec
+from edgenn.preprocess import IMAGE_SUFFIXES, PreprocessSpec
 
-#: File suffixes taken as images, here and by every command that walks a folder of images.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 #: Largest side of an image-folder model's input when the user gives no --input-size.
 DEFAULT_MAX_SIDE = 96
 #: Pillow modes without colour: a folder of only these trains a grayscale ("L") model.

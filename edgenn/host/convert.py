@@ -35,7 +35,7 @@ from edgenn.precision import (
     PRECISIONS,
     UINT8_IO,
 )
-from edgenn.preprocess import PreprocessSpec
+from edgenn.preprocess import PreprocessSpec, output_to_target
 from edgenn.runtime import Runner
 
 #: ``edgenn convert --format``: a .tflite for LiteRT, or the float model as ONNX (to compare).
@@ -169,7 +169,7 @@ def _convert_bytes(
 
 def _score(task: str, outputs: np.ndarray, y: np.ndarray, spec: PreprocessSpec) -> float:
     if task == "regression":
-        pred = outputs[:, 0] * (spec.target_std or 1.0) + (spec.target_mean or 0.0)
+        pred = output_to_target(outputs[:, 0], spec)
         return float(np.mean((pred - y) ** 2))
     return classify.accuracy(outputs, y)
 

@@ -36,7 +36,7 @@ from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory, atomic_write_text, refuse_existing
 from edgenn.host import models
 from edgenn.host.tfutil import import_keras, import_tensorflow
-from edgenn.preprocess import PreprocessSpec
+from edgenn.preprocess import PreprocessSpec, output_to_target
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
 METRICS_FILE = "metrics.json"
@@ -528,7 +528,7 @@ def _write_run(
 
 def _evaluate(splits: data_mod.Splits, raw: np.ndarray, loss: str) -> dict[str, Any]:
     if splits.task == "regression":
-        pred = raw[:, 0] * splits.spec.target_std + splits.spec.target_mean
+        pred = output_to_target(raw[:, 0], splits.spec)
         err = pred - splits.y_test
         return {
             "test_mse": float(np.mean(err**2)),
@@ -538,7 +538,7 @@ def _evaluate(splits: data_mod.Splits, raw: np.ndarray, loss: str) -> dict[str, 
             ),
         }
     scores = classify.scores(raw)
-    pred = scores.argmax(axis=1)
+    pred = classify.predictions(raw)
     n = len(splits.labels)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (splits.y_test, pred), 1)
@@ -628,7 +628,7 @@ def _plot_confusion(path: Path, confusion: Sequence[Sequence[int]], labels: list
 
 def _plot_regression(path: Path, splits: data_mod.Splits, raw: np.ndarray) -> None:
     plt = _pyplot()
-    pred = raw[:, 0] * splits.spec.target_std + splits.spec.target_mean
+    pred = output_to_target(raw[:, 0], splits.spec)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(splits.y_test, pred, s=8, alpha=0.6)
     lo, hi = (

@@ -13,22 +13,7 @@ import dataclasses
 from edgenn import tflm
 from edgenn.targets import FAILS, RUNS, OpRow, TargetReport
 from edgenn.tflite_model import TFLiteFile
-
-# The TFLM facts live in edgenn.tflm; these names stay importable from here for callers that
-# reached them through the target (tests/test_targets.py uses smallest_arena, _runtime, _try).
-from edgenn.tflm import ALIGN, DEFAULT_ARENA_MARGIN, MAX_ARENA, ArenaResult, smallest_arena
-
-_runtime = tflm.runtime
-_try = tflm.try_run
-
-__all__ = [
-    "ALIGN",
-    "DEFAULT_ARENA_MARGIN",
-    "MAX_ARENA",
-    "ArenaResult",
-    "check_micro",
-    "smallest_arena",
-]
+from edgenn.tflm import DEFAULT_ARENA_MARGIN
 
 PURPOSE = "The micro target check"
 FIX = "Convert with: edgenn convert RUN --target micro (full int8)"
