@@ -550,11 +550,7 @@ def plot(rows: list[BenchRow], path: Path) -> None:
         rows: The rows.
         path: PNG to write.
     """
-    check_plotting()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = optional.pyplot("--plot")
 
     ok = [r for r in rows if r.samples_ms]
     names = [Path(r.model).name for r in ok]

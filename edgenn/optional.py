@@ -129,3 +129,19 @@ def try_import(module: str) -> ModuleType | None:
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+def pyplot(purpose: str) -> ModuleType:
+    """Matplotlib's pyplot on the file-only Agg backend (a device or CI has no display).
+
+    Args:
+        purpose: What needs it (``--plot``, ``Plotting``...), for the message.
+
+    Returns:
+        ``matplotlib.pyplot``.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+    """
+    require("matplotlib", purpose).use("Agg")
+    return require("matplotlib.pyplot", purpose)

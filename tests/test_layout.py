@@ -123,6 +123,31 @@ def test_optional_imports_go_through_one_table():
     assert hand_written == [], "use edgenn.optional.require / try_import"
 
 
+def _imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_optional_packages_are_never_imported_directly():
+    """Not even inside a function: edgenn.optional.require gives the one-line install hint."""
+    from edgenn import optional
+
+    owner = REPO / "edgenn" / "optional.py"
+    direct = []
+    for path in LIBRARY:
+        if path == owner:
+            continue
+        for line, module in _imported_modules(_tree(path)):
+            if module.split(".")[0] in optional.DEPENDENCIES:
+                direct.append(f"{_rel(path)}:{line} imports {module}")
+    assert direct == []
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "firmware_export").rglob("*.py")), ids=_rel)
 def test_firmware_export_never_imports_the_cli(path):
     for node in ast.walk(_tree(path)):

@@ -58,9 +58,7 @@ def import_keras(purpose: str = "This command", verbose: bool = False) -> Module
         MissingDependencyError: TensorFlow / Keras is not installed.
     """
     import_tensorflow(purpose, verbose)
-    import keras
-
-    return keras
+    return optional.require("keras", purpose)
 
 
 @contextlib.contextmanager

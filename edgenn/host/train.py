@@ -567,8 +567,7 @@ def _write_history(path: Path, history: dict[str, list[float]]) -> None:
 
 
 def _pyplot():
-    optional.require("matplotlib", "Plotting").use("Agg")
-    return optional.require("matplotlib.pyplot", "Plotting")
+    return optional.pyplot("Plotting")
 
 
 def _save_figure(fig, path: Path) -> None:
