@@ -17,6 +17,7 @@ Values every source template can use (:func:`source_values`): ``name`` (the C pr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import string
@@ -152,14 +153,20 @@ def model_array(name: str) -> str:
     return f"g_{name}_model_data"
 
 
+@functools.lru_cache(maxsize=1)
+def _methods_table() -> dict[str, str]:
+    # Read once per process: resolver_method is called for every op of every export.
+    doc = json.loads(METHODS_FILE.read_text())
+    return {**doc["derived"], **doc["methods"]}
+
+
 def resolver_methods() -> dict[str, str]:
     """Op -> ``MicroMutableOpResolver`` method, as TFLM's header declares them.
 
     Returns:
-        The table (header methods, then the few rule-derived ones for newer kernels).
+        A copy of the table (header methods, then the few rule-derived ones for newer kernels).
     """
-    doc = json.loads(METHODS_FILE.read_text())
-    return {**doc["derived"], **doc["methods"]}
+    return dict(_methods_table())
 
 
 def resolver_method(op: str) -> str:
@@ -174,7 +181,7 @@ def resolver_method(op: str) -> str:
     Raises:
         EdgennError: TFLM's resolver has no method for the op.
     """
-    methods = resolver_methods()
+    methods = _methods_table()
     if op not in methods:
         raise EdgennError(f"TFLite Micro's MicroMutableOpResolver has no method for {op}.")
     return methods[op]

@@ -93,6 +93,17 @@ def test_the_print_check_can_fail():
 IMPORT_FALLBACKS = {("edgenn/tflite_model.py", "edgenn_tflite_schema")}
 
 
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every import below ``tree`` as ``(line, module)``; relative ones keep their dots."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, "." * node.level + (node.module or "")))
+    return found
+
+
 def _guarded_imports(tree: ast.Module) -> list[tuple[int, str]]:
     """Imports inside ``try`` blocks whose handler catches ImportError."""
     found = []
@@ -103,11 +114,7 @@ def _guarded_imports(tree: ast.Module) -> list[tuple[int, str]]:
         if not caught & {"ImportError", "ModuleNotFoundError"}:
             continue
         for inner in node.body:
-            for sub in ast.walk(inner):
-                if isinstance(sub, ast.Import):
-                    found += [(sub.lineno, alias.name) for alias in sub.names]
-                elif isinstance(sub, ast.ImportFrom):
-                    found.append((sub.lineno, sub.module or ""))
+            found += _imported_modules(inner)
     return found
 
 
@@ -121,16 +128,6 @@ def test_optional_imports_go_through_one_table():
             if (_rel(path), module) not in IMPORT_FALLBACKS:
                 hand_written.append(f"{_rel(path)}:{line} imports {module} by hand")
     assert hand_written == [], "use edgenn.optional.require / try_import"
-
-
-def _imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
-    return found
 
 
 def test_optional_packages_are_never_imported_directly():
