@@ -7,13 +7,94 @@ never replaced unless the caller says ``overwrite=True``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from edgenn.errors import EdgennError
+
+#: Default read limit for files edgenn reads whole: models and photos are far smaller.
+MAX_READ_BYTES = 256 * 1024 * 1024
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes"
+
+
+def open_regular(path: Path, what: str, max_bytes: int = MAX_READ_BYTES) -> int:
+    """Open ``path`` for reading only if it is a regular file no larger than ``max_bytes``.
+
+    The file is opened non-blocking and checked on the open descriptor (not by name first), so a
+    FIFO, a device, a directory or a file swapped after a check never blocks or floods the reader.
+
+    Args:
+        path: The file.
+        what: What was expected there, for the message (``a photo``, ``an XMP sidecar``).
+        max_bytes: Largest accepted size.
+
+    Returns:
+        A file descriptor in blocking mode; the caller closes it.
+
+    Raises:
+        EdgennError: Missing, not a regular file, too large, or unreadable; one line each.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise EdgennError(f"{path} is a symlink loop; expected {what}.") from None
+        if exc.errno == errno.ENOENT:
+            kind = "a dangling symlink" if os.path.islink(path) else "not found"
+            raise EdgennError(f"{path} is {kind}; expected {what}.") from None
+        raise EdgennError(f"Cannot read {path} ({exc.strerror or exc}); expected {what}.") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise EdgennError(f"{path} is {kind}; expected {what} (a regular file).")
+        if info.st_size > max_bytes:
+            raise EdgennError(
+                f"{path} has {_size(info.st_size)}; {what} is at most {_size(max_bytes)}."
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path, what: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+    """Read a whole regular file of at most ``max_bytes`` (see :func:`open_regular`).
+
+    Reads at most ``max_bytes + 1`` bytes, so a file that grows while being read is refused too.
+
+    Args:
+        path: The file.
+        what: What was expected there, for the message.
+        max_bytes: Largest accepted size.
+
+    Returns:
+        The file's content.
+
+    Raises:
+        EdgennError: Not a regular file, too large, or unreadable.
+    """
+    fd = open_regular(path, what, max_bytes)
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise EdgennError(
+                f"Cannot read {path} ({exc.strerror or exc}); expected {what}."
+            ) from None
+    if len(data) > max_bytes:
+        raise EdgennError(f"{path} grew past {_size(max_bytes)} while read; expected {what}.")
+    return data
 
 
 def _umask() -> int:

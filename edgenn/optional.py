@@ -57,6 +57,10 @@ DEPENDENCIES: dict[str, Dependency] = {
         "micro",
         _extra("micro", f"or: pip install --pre tflite-micro=={TFLM_VERSION}"),
     ),
+    "optuna": Dependency("optuna", "tune", _extra("train,tune", "or: pip install optuna")),
+    "psycopg2": Dependency(
+        "psycopg2-binary", "tune", _extra("tune", "or: pip install psycopg2-binary")
+    ),
     "onnx": Dependency("onnx", "onnx", _extra("onnx")),
     "tf2onnx": Dependency("tf2onnx", "onnx", _extra("onnx")),
     "onnxruntime": Dependency("onnxruntime", "onnx", _extra("onnx", "or: pip install onnxruntime")),

@@ -30,6 +30,9 @@ if [ "$profile" = test ]; then
   apt_packages+=(g++ binutils libimage-exiftool-perl openssh-server openssh-client rsync)
   # chromium: the camera web view is tested in a real headless browser (driven by Playwright).
   apt_packages+=(chromium)
+  # postgresql: edgenn tune's shared-study storage is tested against a throw-away cluster on 127.0.0.1.
+  # make, gcc, xz-utils, cmake: the generated firmware is compiled against a real TFLite Micro build.
+  apt_packages+=(postgresql make gcc xz-utils cmake)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -55,7 +58,7 @@ case "$profile" in
   train) make_venv .venv train ;;
   device) make_venv .venv "" ;;
   test)
-    make_venv .venv train,test
+    make_venv .venv train,tune,test
     make_venv .venv-device test
     # tflite-runtime 2.14 (the last release, what many Pi and Coral set-ups run) needs numpy<2 and
     # must not share a process with TensorFlow: the tests load converted models with it here.
@@ -74,4 +77,9 @@ case "$profile" in
     fi
     ;;
 esac
+if [ "$profile" = test ]; then
+  # TFLite Micro, built once from the pinned offline tree and cached per tree checksum: the tests
+  # compile the generated firmware against it (about 10 minutes on 2 cores the first time).
+  bash scripts/build_tflm.sh >/dev/null
+fi
 echo "setup: done ($profile)" >&2

@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# The TFLite Micro build the firmware tests compile against (cached; setup.sh built it).
+EDGENN_TFLM=$(bash scripts/build_tflm.sh)
+export EDGENN_TFLM
 .venv/bin/ruff check edgenn firmware_export tests benchmarks datasets scripts
 .venv/bin/ruff format --check edgenn firmware_export tests benchmarks datasets scripts
 echo "== device-side tests (no TensorFlow installed)" >&2
