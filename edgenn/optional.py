@@ -14,10 +14,14 @@ from types import ModuleType
 
 from edgenn.errors import MissingDependencyError
 
+#: What pip installs for LiteRT where it has wheels (64-bit x86 and ARM).
+LITERT_PACKAGES = "ai-edge-litert"
+#: What pip installs where LiteRT has no wheel (32-bit Pi OS): the last tflite-runtime, numpy 1.
+TFLITE_RUNTIME_PACKAGES = "tflite-runtime==2.14.0 'numpy<2'"
 #: How to install a LiteRT runtime, by platform (LiteRT has no wheel for 32-bit Pi OS).
 RUNTIME_INSTALL = (
-    "pip install ai-edge-litert (on 32-bit Raspberry Pi OS: "
-    "pip install tflite-runtime==2.14.0 'numpy<2')"
+    f"pip install {LITERT_PACKAGES} (on 32-bit Raspberry Pi OS: "
+    f"pip install {TFLITE_RUNTIME_PACKAGES})"
 )
 #: The tflite-micro release edgenn is verified with (PyPI has pre-releases only).
 TFLM_VERSION = "0.dev20261023182759"
