@@ -18,6 +18,8 @@ from edgenn.tflm import smallest_arena
 
 from .conftest import REPO
 
+FP32 = REPO / "tests" / "data" / "tiny_cnn_fp32.tflite"
+
 
 def load(path):
     return tflite_model.load(path)
@@ -228,17 +230,143 @@ def test_gpu_takes_a_float_detector(face_detection):
     assert report.details["gpu_partitions"] == 1
 
 
-def test_gpu_leaves_a_custom_op_to_the_cpu(selfie_segmentation):
+def test_gpu_takes_mediapipes_transposed_convolution(selfie_segmentation):
+    """The stock delegate implements Convolution2DTransposeBias (LiteRT's gpu_compatibility.cc,
+    CheckCustomOpsGpuDelegateCompatibility): the whole selfie segmenter runs on the GPU."""
     report = targets.check(load(selfie_segmentation), "gpu")
-    assert not report.ok and report.verdict.startswith("PARTIAL")
-    fallback = [r for r in report.rows if r.status == targets.FALLS_BACK]
-    assert [r.op for r in fallback] == ["Convolution2DTransposeBias"]
-    assert "not implemented by the GPU delegate" in fallback[0].reason
+    assert report.ok, report.table()
+    assert report.verdict == "OK: all 246 ops run on the GPU delegate (one partition)."
+    assert report.details["gpu_partitions"] == 1
+    (custom,) = [r for r in report.rows if r.op == "Convolution2DTransposeBias"]
+    assert custom.status == targets.RUNS and custom.reason == ""
 
 
-def test_gpu_op_table_excludes_what_the_delegate_lacks():
-    for op in ("ARG_MAX", "SQUEEZE", "CUSTOM", "WHILE"):
+def _edited(path, edit) -> bytes:
+    """The same real model with ``edit(schema, model)`` applied to its flatbuffer."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    model = s.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    edit(s, model)
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _custom_op(model):
+    """The selfie segmenter's one custom op and its opcode."""
+    (op,) = [
+        o for o in model.subgraphs[0].operators if model.operatorCodes[o.opcodeIndex].customCode
+    ]
+    return op, model.operatorCodes[op.opcodeIndex]
+
+
+def _gpu_row(data: bytes, name: str):
+    report = targets.check(load(data), "gpu")
+    return next(r for r in report.rows if r.op == name), report
+
+
+def test_gpu_reads_a_custom_ops_parameters_from_its_options(selfie_segmentation):
+    """The delegate reads TfLiteTransposeConvParams (padding, stride_w, stride_h) from the raw
+    custom options: a zero stride, or no options at all, leave the op to the CPU."""
+    import numpy as np
+
+    def stride(w, h):
+        def edit(s, model):
+            op, _ = _custom_op(model)
+            op.customOptions = np.array([1, 0, 0, 0, w, 0, 0, 0, h, 0, 0, 0], dtype=np.uint8)
+
+        return edit
+
+    row, _ = _gpu_row(_edited(selfie_segmentation, stride(2, 0)), "Convolution2DTransposeBias")
+    assert row.status == targets.FALLS_BACK
+    assert row.reason == "incorrect stride values: height 0, width 2"
+    row, _ = _gpu_row(_edited(selfie_segmentation, stride(1, 1)), "Convolution2DTransposeBias")
+    assert row.status == targets.RUNS
+
+    def no_options(s, model):
+        _custom_op(model)[0].customOptions = None
+
+    row, report = _gpu_row(_edited(selfie_segmentation, no_options), "Convolution2DTransposeBias")
+    assert row.status == targets.FALLS_BACK and "has no custom options" in row.reason
+    assert report.verdict.startswith("PARTIAL: 245 of 246 ops on the GPU in 2 partition(s)")
+
+
+@pytest.mark.parametrize(
+    "name, options, reason",
+    [
+        # Pooling parameters (padding, strides, filter, activation); indices as a second output.
+        (
+            "MaxPoolingWithArgmax2D",
+            (1, 2, 2, 2, 2, 0),
+            "expects 2 output tensor(s), but the node has 1",
+        ),
+        ("MaxPoolingWithArgmax2D", (1, 2, 2), "options hold 12 bytes; its parameters need 24"),
+        # The input and the indices: two runtime inputs (the weights here are constants).
+        (
+            "MaxUnpooling2D",
+            (1, 2, 2, 2, 2),
+            "expects 2 runtime input tensor(s), but the node has 1",
+        ),
+        ("Resampler", (), "expects 2 runtime input tensor(s), but the node has 1"),
+        (
+            "MyOwnConvolution",
+            (1, 2, 2),
+            "custom op MyOwnConvolution is not supported by the GPU delegate",
+        ),
+    ],
+)
+def test_gpu_custom_op_conditions(selfie_segmentation, name, options, reason):
+    """Each custom op the delegate knows has its own conditions; others fall back."""
+    import numpy as np
+
+    def edit(s, model):
+        op, code = _custom_op(model)
+        code.customCode = name
+        op.customOptions = np.array(options, dtype="<i4").view(np.uint8) if options else None
+
+    row, _ = _gpu_row(_edited(selfie_segmentation, edit), name)
+    assert row.status == targets.FALLS_BACK and row.reason.endswith(reason), row.reason
+
+
+def test_gpu_builtin_conditions_follow_the_delegate(sine_float, face_detection):
+    """Per-op conditions of the builtin switch, on real models edited one field at a time."""
+
+    def zero_kernel(s, model):
+        for op in model.subgraphs[0].operators:
+            if isinstance(op.builtinOptions, s.Pool2DOptionsT):
+                op.builtinOptions.filterWidth = 0
+
+    row, _ = _gpu_row(_edited(face_detection, zero_kernel), "MAX_POOL_2D")
+    assert row.reason == "incorrect kernel values: height 2, width 0"
+
+    def shuffled_weights(s, model):
+        for op in model.subgraphs[0].operators:
+            if isinstance(op.builtinOptions, s.FullyConnectedOptionsT):
+                op.builtinOptions.weightsFormat = (
+                    s.FullyConnectedOptionsWeightsFormat.SHUFFLED4x16INT8
+                )
+
+    report = targets.check(load(_edited(sine_float, shuffled_weights)), "gpu")
+    assert {r.reason for r in report.rows} == {"FULLY_CONNECTED weights format 1 is not supported"}
+
+    def softmax_beta(s, model):
+        for op in model.subgraphs[0].operators:
+            if isinstance(op.builtinOptions, s.SoftmaxOptionsT):
+                op.builtinOptions.beta = 0.5
+
+    row, _ = _gpu_row(_edited(FP32, softmax_beta), "SOFTMAX")
+    assert row.reason == "SOFTMAX with beta != 1 is not supported"
+
+
+def test_gpu_op_table_is_the_delegates_switch():
+    for op in ("ARG_MAX", "SQUEEZE", "CUSTOM", "WHILE", "LOG_SOFTMAX", "SHAPE"):
         assert op not in gpu.SUPPORTED_OPS
+    for op in ("BITCAST", "CUMSUM", "ONE_HOT", "STABLEHLO_CLAMP", "TOPK_V2", "REVERSE_V2"):
+        assert op in gpu.SUPPORTED_OPS
+    assert gpu.CUSTOM_OPS == {
+        "Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"
+    }  # fmt: skip
 
 
 # ---- micro: TFLite Micro's real interpreter
