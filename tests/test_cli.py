@@ -177,6 +177,7 @@ def _library_choices() -> dict[tuple[str, str], object]:
         ("train", "loss"): models.LOSSES,
         ("train", "optimizer"): models.OPTIMIZERS,
         ("train", "lr_schedule"): host_train.LR_SCHEDULES,
+        ("train", "distribute"): host_train.DISTRIBUTE_STRATEGIES,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,10 +13,21 @@ from PIL import Image
 
 from edgenn import datasets as data
 from edgenn.cli import main
-from edgenn.cli.train import _config
+from edgenn.cli.train import config_from_cli
 from edgenn.errors import EdgennError, UsageError
 from edgenn.host import models
-from edgenn.host.train import FINE_TUNE_PHASE, LR_SCHEDULES, TRAIN_PHASE, TrainConfig, train
+from edgenn.host.train import (
+    DISTRIBUTE_STRATEGIES,
+    FINE_TUNE_PHASE,
+    LR_SCHEDULES,
+    OPTIONS_KEY,
+    TRAIN_PHASE,
+    TrainConfig,
+    config_from_options,
+    config_options,
+    read_config,
+    train,
+)
 from edgenn.preprocess import COLOR_MODES
 
 from .conftest import SAMPLES
@@ -232,7 +244,7 @@ def test_cli_defaults_and_choices_are_the_library_s():
     """Runs without TensorFlow: edgenn train's options are read from the library."""
     command = main.commands["train"]
     ctx = command.make_context("train", ["-o", "run"])
-    assert _config(ctx.params) == TrainConfig()
+    assert config_from_cli(ctx.params, ctx) == TrainConfig()
     choices = {p.name: list(p.type.choices) for p in command.params if hasattr(p.type, "choices")}
     assert choices == {
         "task": list(data.TASKS),
@@ -243,9 +255,10 @@ def test_cli_defaults_and_choices_are_the_library_s():
         "loss": list(models.LOSSES),
         "optimizer": list(models.OPTIMIZERS),
         "lr_schedule": list(LR_SCHEDULES),
+        "distribute": list(DISTRIBUTE_STRATEGIES),
     }
     given = command.make_context("train", ["-o", "run", "--model", "mlp", "--hidden", "64,32"])
-    assert _config(given.params) == TrainConfig(model="mlp", hidden=[64, 32])
+    assert config_from_cli(given.params, given) == TrainConfig(model="mlp", hidden=[64, 32])
 
 
 @pytest.mark.tf
@@ -260,3 +273,134 @@ def test_cli_prints_a_line_per_epoch_on_stderr(iris_csv, tmp_path):
     assert result.stdout.startswith(f"{tmp_path / 'iris'}: mlp on ")
     quiet = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "quiet"), "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_config_options_are_train_s_parameters_and_round_trip():
+    """The --config format is keyed by edgenn train's parameter names and converts both ways."""
+    command = main.commands["train"]
+    names = {p.name for p in command.params}
+    options = config_options(TrainConfig())
+    others = {"config", "output", "overwrite", "as_json", "verbose", "quiet"}
+    assert set(options) == names - others
+    assert config_from_options(options) == TrainConfig()
+    changed = TrainConfig(
+        data=data.DataSpec(dataset="digits", input_size=[16, 16], limit=500, seed=7),
+        model="cnn",
+        filters=(8, 16),  # a tuple, as a builder default might be passed: written as a list
+        depthwise=True,
+        dropout=0.25,
+        learning_rate=1e-3,
+        distribute="mirrored",
+    )
+    doc = json.loads(json.dumps(config_options(changed)))
+    assert doc["filters"] == [8, 16] and doc["learning_rate"] == 1e-3 and doc["seed"] == 7
+    assert config_options(config_from_options(doc)) == doc
+    # Some options over a base change only those; an integer is taken for a float option.
+    partial = config_from_options({"epochs": 3, "learning_rate": 1}, base=changed)
+    assert partial.epochs == 3 and partial.learning_rate == 1.0 and partial.data.limit == 500
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch-size": 32}, "Unknown train option.s. 'batch-size'; expected some of: dataset, "),
+        ({"epochs": "5"}, "'epochs' received \"5\"; expected an integer"),
+        ({"epochs": 2.5}, "'epochs' received 2.5; expected an integer"),
+        ({"augment": 1}, "'augment' received 1; expected true or false"),
+        ({"filters": [8, "16"]}, "'filters' received .8, \"16\".; expected a list of integers"),
+        ({"hidden": None}, "'hidden' received null; expected a list of integers"),
+        ({"limit": "all"}, "'limit' received \"all\"; expected an integer or null"),
+        ({"learning_rate": float("nan")}, "'learning_rate' received NaN; expected a number"),
+        ({"model": "rnn"}, "'model' received 'rnn'; expected one of mlp, cnn"),
+        ({"distribute": "horovod"}, "expected one of none, mirrored, multi-worker"),
+        ({"epochs": 0}, "--epochs .0. and --batch-size .64. must be at least 1"),
+        (["model", "cnn"], "Received train options as list; expected a JSON object"),
+    ],
+)
+def test_config_from_options_names_the_bad_key_or_value(options, message):
+    with pytest.raises(EdgennError, match=message):
+        config_from_options(options)
+
+
+def test_config_file_under_command_line_options(tmp_path):
+    """Options given on the command line override the file; options left at default do not."""
+    path = tmp_path / "best.json"
+    options = {"model": "mlp", "hidden": [64], "depthwise": True, "limit": 500, "seed": 4}
+    path.write_text(json.dumps(options))
+    command = main.commands["train"]
+
+    def config(*args: str) -> TrainConfig:
+        ctx = command.make_context("train", ["-o", "run", "--config", str(path), *args])
+        return config_from_cli(ctx.params, ctx)
+
+    assert config() == config_from_options(options)
+    # --seed 0 is train's default value, but given explicitly it still wins over the file.
+    over = config("--hidden", "16,8", "--no-depthwise", "--seed", "0", "--lr", "0.01")
+    assert (over.hidden, over.depthwise, over.data.seed, over.learning_rate) == (
+        [16, 8],
+        False,
+        0,
+        0.01,
+    )
+    assert (over.model, over.data.limit) == ("mlp", 500)
+    # A finished run's metrics.json replays through its options entry.
+    run = tmp_path / "metrics.json"
+    run.write_text(json.dumps({"test_accuracy": 0.9, OPTIONS_KEY: options, "params": 1}))
+    assert read_config(run) == config_from_options(options)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "best.json is not found; expected a JSON object of edgenn train options"),
+        ("{", "best.json is not valid JSON .Expecting property name"),
+        ("[1, 2]", "best.json holds a JSON list; expected a JSON object of edgenn train options"),
+        ('{"filter": [8]}', "best.json: Unknown train option.s. 'filter'; expected some of: "),
+        ('{"epochs": "ten"}', "best.json: Train option 'epochs' received \"ten\"; expected an"),
+        (b"\xff\xfe", "best.json is not valid JSON .'utf-8' codec"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "best.json"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("edgenn: error: ")
+    assert re.search(message, result.stderr) and not out.exists()
+
+
+def test_config_that_is_a_directory_is_refused(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path), "-o", "run"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"edgenn: error: {tmp_path} is a directory; expected a JSON object of edgenn train "
+        "options (a regular file)."
+    )
+
+
+@pytest.mark.tf
+def test_config_replays_a_finished_run(tmp_path):
+    """edgenn train --config of a finished run's options: the same model, the same accuracy."""
+    first = tmp_path / "first"
+    args = ["--model", "mlp", "--hidden", "32", "--limit", "1000", "--epochs", "2", "--seed", "3"]
+    args += ["--patience", "0", "--lr-schedule", "constant", "--dropout", "0.1", "--quiet"]
+    result = CliRunner().invoke(main, ["train", *args, "-o", str(first)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((first / "metrics.json").read_text())
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps(metrics[OPTIONS_KEY]))
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, ["train", "--config", str(best), "--quiet", "-o", str(again)])
+    assert result.exit_code == 0, result.output
+    replay = json.loads((again / "metrics.json").read_text())
+    assert replay[OPTIONS_KEY] == metrics[OPTIONS_KEY]
+    assert replay[OPTIONS_KEY]["hidden"] == [32] and replay[OPTIONS_KEY]["dropout"] == 0.1
+    before, after = (models.load_keras_model(run) for run in (first, again))
+    assert after.get_config() == before.get_config()
+    # The same seed on the same slice, on one machine: the same training, example for example.
+    assert replay["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert replay["confusion_matrix"] == metrics["confusion_matrix"]

@@ -17,14 +17,19 @@ interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import math
+import os
 import platform
+import tempfile
 import time
+import typing
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +38,27 @@ import numpy as np
 from edgenn import artifact, classify, optional
 from edgenn import datasets as data_mod
 from edgenn.errors import EdgennError, UsageError
-from edgenn.fileio import atomic_directory, atomic_write_text, refuse_existing
+from edgenn.fileio import atomic_directory, atomic_write_text, read_regular, refuse_existing
 from edgenn.host import models
 from edgenn.host.tfutil import import_keras, import_tensorflow
-from edgenn.preprocess import PreprocessSpec, output_to_target
+from edgenn.preprocess import COLOR_MODES, PreprocessSpec, output_to_target
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
+#: How a run spreads its training (``--distribute``): one device; tf.distribute's
+#: MirroredStrategy over the local GPUs (or logical CPU devices, see :data:`CPU_DEVICES_ENV`);
+#: MultiWorkerMirroredStrategy over the processes or machines that ``TF_CONFIG`` describes.
+DISTRIBUTE_STRATEGIES = ("none", "mirrored", "multi-worker")
+#: Without a GPU, ``--distribute mirrored`` mirrors over this many logical CPU devices (the
+#: physical CPU split in N); TensorFlow fixes its devices when it starts, hence a variable read
+#: before that rather than an option of one run.
+CPU_DEVICES_ENV = "EDGENN_CPU_DEVICES"
+#: The cluster description that MultiWorkerMirroredStrategy reads (tf.distribute's own name).
+TF_CONFIG_ENV = "TF_CONFIG"
 METRICS_FILE = "metrics.json"
+#: The metrics.json entry that holds the run's options in the ``--config`` format.
+OPTIONS_KEY = "options"
+#: A ``--config`` file is a few hundred bytes; refuse anything far larger before parsing it.
+CONFIG_MAX_BYTES = 1024 * 1024
 #: The phases a run reports progress for: the model (or a transfer model's new head), then the
 #: unfrozen base with ``fine_tune_epochs``.
 TRAIN_PHASE = "train"
@@ -79,6 +98,8 @@ class TrainConfig:
         lr_schedule: ``cosine`` decay, ``plateau`` (halve on a validation-loss plateau) or
             ``constant``.
         augment: Random horizontal flips and small shifts of training images.
+        distribute: One of :data:`DISTRIBUTE_STRATEGIES`; ``batch_size`` is the global batch,
+            split across the replicas.
     """
 
     data: data_mod.DataSpec = dataclasses.field(default_factory=data_mod.DataSpec)
@@ -101,6 +122,363 @@ class TrainConfig:
     patience: int = 5
     lr_schedule: str = LR_SCHEDULES[0]
     augment: bool = False
+    distribute: str = DISTRIBUTE_STRATEGIES[0]
+
+
+#: The options that take a name from a list, and the library list each one is checked against.
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "task": data_mod.TASKS,
+    "color_mode": COLOR_MODES,
+    "model": models.MODEL_KINDS,
+    "head": models.CNN_HEADS,
+    "activation": models.ACTIVATIONS,
+    "loss": models.LOSSES,
+    "optimizer": models.OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "distribute": DISTRIBUTE_STRATEGIES,
+}
+
+
+def config_options(config: TrainConfig) -> dict[str, Any]:
+    """A run's options as one flat JSON-able dict, keyed as ``edgenn train``'s parameters.
+
+    This is the ``edgenn train --config`` format (``metrics.json`` keeps it under
+    :data:`OPTIONS_KEY`): the :class:`edgenn.datasets.DataSpec` fields, then the
+    :class:`TrainConfig` ones, e.g. ``{"dataset": "fashion-mnist", ..., "filters": [32, 64]}``.
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        A new dict; :func:`config_from_options` turns it back into an equal configuration.
+    """
+    doc = dataclasses.asdict(config)
+    data = doc.pop("data")
+
+    def plain(value: Any) -> Any:
+        # Tuples (a builder default passed through) and paths become what JSON writes back.
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {name: plain(value) for name, value in {**data, **doc}.items()}
+
+
+def _option_types() -> dict[str, Any]:
+    """Each option's type, read from the dataclass annotations (DataSpec's, then TrainConfig's)."""
+    hints = typing.get_type_hints(data_mod.DataSpec)
+    hints.update(typing.get_type_hints(TrainConfig))
+    del hints["data"]
+    return hints
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if typing.get_origin(kind) is list:
+        return "a list of integers"
+    return names.get(kind, str(kind))
+
+
+def _check_option(name: str, value: Any, hint: Any) -> Any:
+    """The option's value if it has the field's type (an int is accepted for a float)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    nullable = typing.get_origin(hint) is not list and type(None) in typing.get_args(hint)
+    kind = args[0] if nullable else hint
+    if value is None and nullable:
+        return None
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind is float and (is_int(value) or isinstance(value, float)):
+        number = float(value) if abs(value) < 1e300 else math.inf  # no OverflowError on 10**400
+        ok = math.isfinite(number)
+        value = number if ok else value
+    elif typing.get_origin(kind) is list:
+        ok = isinstance(value, list) and all(is_int(v) for v in value)
+    else:
+        ok = is_int(value) if kind is int else isinstance(value, kind)
+    if not ok:
+        expected = _type_name(kind) + (" or null" if nullable else "")
+        shown = json.dumps(value, default=repr)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise EdgennError(f"Train option {name!r} received {shown}; expected {expected}.")
+    choices = OPTION_CHOICES.get(name)
+    if choices and value not in choices:
+        raise EdgennError(
+            f"Train option {name!r} received {value!r}; expected one of {', '.join(choices)}."
+        )
+    return value
+
+
+def config_from_options(options: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """The inverse of :func:`config_options`: options (all or some) over a base configuration.
+
+    Args:
+        options: Option names (``edgenn train``'s parameter names, e.g. ``learning_rate``) and
+            JSON values.
+        base: The configuration the options change (default: ``edgenn train``'s defaults).
+
+    Returns:
+        A new configuration; ``base`` is not modified.
+
+    Raises:
+        EdgennError: Not a mapping, an unknown option (the message lists the valid ones), a value
+            of the wrong type or outside its list, or a size no run could use.
+    """
+    if not isinstance(options, Mapping):
+        raise EdgennError(
+            f"Received train options as {type(options).__name__}; expected a JSON object such "
+            'as {"model": "cnn", "epochs": 15}.'
+        )
+    hints = _option_types()
+    unknown = sorted(str(name) for name in options if name not in hints)
+    if unknown:
+        raise EdgennError(
+            f"Unknown train option(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of: {', '.join(hints)}."
+        )
+    values = {name: _check_option(name, value, hints[name]) for name, value in options.items()}
+    base = base or TrainConfig()
+    data_names = {f.name for f in dataclasses.fields(data_mod.DataSpec)}
+    config = dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, **{k: v for k, v in values.items() if k in data_names}),
+        **{k: v for k, v in values.items() if k not in data_names},
+    )
+    _check_config(config)
+    return config
+
+
+def read_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read an ``edgenn train --config`` file: a JSON object of options, or a run's metrics.json.
+
+    Args:
+        path: The file.
+        base: The configuration its options change (default: ``edgenn train``'s defaults).
+
+    Returns:
+        The configuration.
+
+    Raises:
+        EdgennError: Unreadable, not JSON, not an object, or a bad option; the message names the
+            file.
+    """
+    path = Path(path)
+    what = "a JSON object of edgenn train options"
+    raw = read_regular(path, what, CONFIG_MAX_BYTES)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EdgennError(f"{path} is not valid JSON ({exc}); expected {what}.") from None
+    if isinstance(doc, dict) and isinstance(doc.get(OPTIONS_KEY), dict):
+        doc = doc[OPTIONS_KEY]  # a finished run's metrics.json: replay its options
+    if not isinstance(doc, dict):
+        raise EdgennError(
+            f"{path} holds a JSON {type(doc).__name__}; expected {what}, "
+            'such as {"model": "cnn", "epochs": 15}.'
+        )
+    try:
+        return config_from_options(doc, base)
+    except EdgennError as exc:
+        raise EdgennError(f"{path}: {exc.message}", exc.hint) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterTask:
+    """This process's place in a multi-worker cluster, as ``TF_CONFIG`` describes it.
+
+    Attributes:
+        task_type: ``chief`` or ``worker``.
+        index: The task's index among its type.
+        workers: Processes in the cluster (chief included).
+        is_chief: The task that writes the run: the chief, else worker 0 (tf.distribute's rule).
+    """
+
+    task_type: str
+    index: int
+    workers: int
+    is_chief: bool
+
+
+#: The task types edgenn's multi-worker training runs as (no parameter servers, no evaluator).
+CLUSTER_ROLES = ("chief", "worker")
+#: What a TF_CONFIG looks like, for the messages about a missing or bad one.
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}'
+)
+
+
+def _valid_cluster(cluster: Any) -> bool:
+    """A ``cluster`` of ``chief`` (at most one) and ``worker`` lists of ``host:port`` strings."""
+    if not isinstance(cluster, dict) or not cluster or not set(cluster) <= set(CLUSTER_ROLES):
+        return False
+    if len(cluster.get("chief", [])) > 1:
+        return False
+    return all(
+        isinstance(addresses, list)
+        and addresses
+        and all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)
+        for addresses in cluster.values()
+    )
+
+
+def cluster_task(tf_config: str | None) -> ClusterTask:
+    """Check a ``TF_CONFIG`` value for MultiWorkerMirroredStrategy and find this process in it.
+
+    Args:
+        tf_config: The variable's value (None: not set).
+
+    Returns:
+        This process's task.
+
+    Raises:
+        EdgennError: Not set, not JSON, or not a cluster of ``chief``/``worker`` addresses with
+            this task in it; the message says which and the hint shows a valid value.
+    """
+    hint = f"Set {TF_CONFIG_ENV} in each process, e.g. {TF_CONFIG_ENV}='{TF_CONFIG_EXAMPLE}'."
+    if not tf_config:
+        raise EdgennError(
+            f"--distribute multi-worker needs {TF_CONFIG_ENV} (the cluster and this "
+            "process's task); it is not set.",
+            hint,
+        )
+    try:
+        doc = json.loads(tf_config)
+    except ValueError as exc:
+        raise EdgennError(f"{TF_CONFIG_ENV} is not valid JSON ({exc}).", hint) from None
+    cluster = doc.get("cluster") if isinstance(doc, dict) else None
+    if not _valid_cluster(cluster):
+        raise EdgennError(
+            f"{TF_CONFIG_ENV} has cluster {json.dumps(cluster)}; expected an object with a "
+            '"worker" list (and at most one "chief") of "host:port" addresses.',
+            hint,
+        )
+    task = doc.get("task")
+    kind = task.get("type") if isinstance(task, dict) else None
+    index = task.get("index", 0) if isinstance(task, dict) else None
+    if kind not in cluster or type(index) is not int or not 0 <= index < len(cluster[kind]):
+        raise EdgennError(
+            f"{TF_CONFIG_ENV} has task {json.dumps(task)}; expected "
+            f'{{"type": one of {", ".join(map(json.dumps, cluster))}, "index": N}} with N '
+            "indexing that list from 0.",
+            hint,
+        )
+    chief = kind == "chief" or ("chief" not in cluster and index == 0)
+    return ClusterTask(kind, index, sum(map(len, cluster.values())), chief)
+
+
+def cpu_devices() -> int | None:
+    """The logical CPU device count :data:`CPU_DEVICES_ENV` asks for (None: not set).
+
+    Raises:
+        EdgennError: The value is not a positive integer.
+    """
+    value = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise EdgennError(
+            f"{CPU_DEVICES_ENV}={value!r}; expected a positive number of logical CPU devices "
+            f"such as {CPU_DEVICES_ENV}=2."
+        )
+    return int(value)
+
+
+def check_distribution(distribute: str) -> ClusterTask | None:
+    """Check the environment ``--distribute`` needs, before data and TensorFlow load.
+
+    Args:
+        distribute: One of :data:`DISTRIBUTE_STRATEGIES`.
+
+    Returns:
+        This process's task for ``multi-worker``; None otherwise.
+
+    Raises:
+        EdgennError: A bad :data:`CPU_DEVICES_ENV`, or a missing or bad ``TF_CONFIG``.
+    """
+    if distribute == "mirrored":
+        cpu_devices()
+    if distribute == "multi-worker":
+        return cluster_task(os.environ.get(TF_CONFIG_ENV))
+    return None
+
+
+def _split_cpu(tf, count: int) -> None:
+    """Split the CPU into ``count`` logical devices (only possible before TensorFlow starts)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+        )
+    except RuntimeError:
+        raise EdgennError(
+            f"{CPU_DEVICES_ENV}={count} came after TensorFlow started its devices in this "
+            f"process (with {len(current or [None])} CPU device(s)).",
+            f"Set {CPU_DEVICES_ENV} before the process starts, e.g. in the shell.",
+        ) from None
+
+
+def _fit_multi_worker(tf, keras, model, strategy, workers: int) -> None:
+    """Adapt a Keras 3 model's fit() to MultiWorkerMirroredStrategy.
+
+    Keras 3 (3.0 to 3.15 at least) does not run fit() under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585): before fitting, it averages the first batch across the workers only
+    to learn its shapes, and after every step it averages each scalar figure "along axis 0";
+    both fail. The first batch's shapes are this worker's part of it; each figure is reported as
+    a one-element vector, so the average across the workers is what Keras meant. The rest of
+    fit() (gradients all-reduced by the strategy, callbacks) is Keras' own.
+    """
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], next(batches)
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def vectors(step):
+        def run(data):
+            return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+
+        return run
+
+    model._maybe_symbolic_build = build
+    if workers > 1:  # a cluster of one process reduces nothing across workers
+        model.train_step = vectors(model.train_step)
+        model.test_step = vectors(model.test_step)
+
+
+def _predict_test(keras, model, splits: data_mod.Splits, distribute: str) -> np.ndarray:
+    """The model's raw outputs on the whole test split, in order, on every worker."""
+    if distribute == "multi-worker":
+        # Every worker holds the same weights. A plain copy predicts all of the test split here,
+        # rather than a shard per worker gathered back (uneven shards, order across workers).
+        plain = keras.models.clone_model(model)
+        plain.set_weights(model.get_weights())
+        model = plain
+    return model.predict(splits.model_inputs(splits.x_test), batch_size=256, verbose=0)
+
+
+def _make_strategy(tf, distribute: str):
+    """The tf.distribute strategy for ``distribute`` (None for ``none``)."""
+    if distribute == "mirrored":
+        count = cpu_devices()
+        # GPUs are what MirroredStrategy mirrors over when there are any; the CPU split is for
+        # machines without one.
+        if count and not tf.config.list_physical_devices("GPU"):
+            _split_cpu(tf, count)
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
 
 
 @dataclasses.dataclass
@@ -111,11 +489,13 @@ class TrainResult:
         run_dir: The finished run directory.
         metrics: The metrics.json document.
         model: The trained Keras model (best weights).
+        written: False for a multi-worker run's non-chief worker: the chief writes ``run_dir``.
     """
 
     run_dir: Path
     metrics: dict[str, Any]
     model: Any = dataclasses.field(repr=False, default=None)
+    written: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,11 +709,12 @@ def _check_config(config: TrainConfig) -> None:
             f"--epochs ({config.epochs}) and --batch-size ({config.batch_size}) must be at least 1 "
             f"and --lr ({config.learning_rate}) positive."
         )
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise UsageError(
-            f"Unknown --lr-schedule {config.lr_schedule!r}; "
-            f"expected one of {', '.join(LR_SCHEDULES)}."
-        )
+    options = config_options(config)
+    for name, choices in OPTION_CHOICES.items():
+        value = options[name]
+        if value is not None and value not in choices:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"Unknown {flag} {value!r}; expected one of {', '.join(choices)}.")
 
 
 @dataclasses.dataclass
@@ -447,29 +828,52 @@ def train(
     output = Path(output)
     refuse_existing(output, overwrite)  # fail before loading data and TensorFlow
     _check_config(config)
+    task = check_distribution(config.distribute)
     # Data first: a bad data set is reported without waiting for (or needing) TensorFlow.
     splits = prepare_data(config)
     tf = import_tensorflow("edgenn train", verbose)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs its first op.
+    strategy = _make_strategy(tf, config.distribute)
     keras = import_keras("edgenn train", verbose)
     keras.utils.set_random_seed(config.data.seed)
-    model, base = build_model(config, splits)
     _, head_activation = models.head_for(splits.task, len(splits.labels))
     loss = models.resolve_loss(config.loss, splits.task, head_activation)
     started = time.perf_counter()
-    history = _fit_phases(_fitter(tf, keras, model, config, splits, loss, progress), base)
+    # Variables (model, optimizer, metrics) are created inside the scope, so they are mirrored.
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, base = build_model(config, splits)
+        if task is not None:
+            _fit_multi_worker(tf, keras, model, strategy, task.workers)
+        history = _fit_phases(_fitter(tf, keras, model, config, splits, loss, progress), base)
     train_seconds = time.perf_counter() - started
-    raw = model.predict(splits.model_inputs(splits.x_test), batch_size=256, verbose=0)
+    raw = _predict_test(keras, model, splits, config.distribute)
     metrics = _evaluate(splits, raw, loss)
     metrics.update(_run_summary(config, splits, model, history, loss, train_seconds))
-    metrics["versions"] = {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
+    metrics.update(_provenance(tf, keras, config, strategy))
+    chief = task is None or task.is_chief
+    if chief:
+        _write_run(output, overwrite, model, splits, history, raw, metrics)
+    else:
+        # tf.distribute's pattern for the other workers: save like the chief, but to a temporary
+        # folder that is removed, so every worker takes part in saving and only the chief's stays.
+        with tempfile.TemporaryDirectory(prefix="edgenn-worker-") as scratch:
+            _write_run(Path(scratch) / output.name, False, model, splits, history, raw, metrics)
+    return TrainResult(run_dir=output, metrics=metrics, model=model, written=chief)
+
+
+def _provenance(tf, keras, config: TrainConfig, strategy) -> dict[str, Any]:
+    """The metrics.json entries that say how the run was made and how to replay it."""
+    return {
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": f"{platform.machine()} {platform.system()}",
+        "config": dataclasses.asdict(config),
+        OPTIONS_KEY: config_options(config),
     }
-    metrics["machine"] = f"{platform.machine()} {platform.system()}"
-    metrics["config"] = dataclasses.asdict(config)
-    _write_run(output, overwrite, model, splits, history, raw, metrics)
-    return TrainResult(run_dir=output, metrics=metrics, model=model)
 
 
 def _run_summary(
