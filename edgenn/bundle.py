@@ -15,7 +15,9 @@
 What a target installs and checks lives in one record per target (:data:`BUNDLE_TARGETS`), what a
 service runs in one record per service (:data:`SERVICES`); the CLI builds its choices from both.
 
-``deploy`` copies the folder with the system's rsync over ssh and runs ``install.sh`` there.
+Every value written into run.sh, install.sh or the unit is quoted for the shell
+(:func:`shlex.quote`) or for systemd (:mod:`edgenn.shellquote`): a model file name never runs as a
+command. :mod:`edgenn.bundle_deploy` copies the folder to a device and starts it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from edgenn import __version__, artifact, targets, tflite_model
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
+from edgenn.shellquote import systemd_exec_path, systemd_user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +130,9 @@ class Service:
     Attributes:
         name: The ``--service`` value.
         help: One line for ``edgenn bundle --help``.
-        command: The line run.sh executes; ``{model}`` is the first model's file name and
-            ``{delegate}`` the target's delegate option (or nothing). Arguments given to run.sh
-            follow it (``"$@"``).
+        command: The line run.sh executes; ``{model}`` is the first model's path in the bundle as
+            one quoted shell word and ``{delegate}`` the target's delegate option (or nothing).
+            Arguments given to run.sh follow it (``"$@"``).
         restart: systemd's ``Restart=`` for the unit.
     """
 
@@ -140,7 +143,7 @@ class Service:
 
 
 #: What run.sh does without a service: classify the photos given to it.
-PREDICT_COMMAND = 'exec .venv/bin/edgenn predict -m "models/{model}"{delegate} "$@"'
+PREDICT_COMMAND = 'exec .venv/bin/edgenn predict -m {model}{delegate} "$@"'
 #: The services a bundle can run under systemd.
 SERVICES: dict[str, Service] = {
     s.name: s
@@ -148,7 +151,7 @@ SERVICES: dict[str, Service] = {
         Service(
             name="camera",
             help="classify camera frames headless, with a web view on $SERVE",
-            command='exec .venv/bin/edgenn camera -m "models/{model}"{delegate} '
+            command="exec .venv/bin/edgenn camera -m {model}{delegate} "
             '--source "${{CAMERA:-0}}" --headless --serve "${{SERVE:-127.0.0.1:8000}}" "$@"',
             # A camera service should come back after the camera does; a tagger only after a
             # failure.
@@ -157,7 +160,7 @@ SERVICES: dict[str, Service] = {
         Service(
             name="tag",
             help="tag the photos under $PHOTOS (default ~/Pictures) as XMP keywords",
-            command='exec .venv/bin/edgenn tag -m "models/{model}" '
+            command="exec .venv/bin/edgenn tag -m {model} "
             '"${{PHOTOS:-$HOME/Pictures}}" --recursive "$@"',
         ),
     )
@@ -234,7 +237,8 @@ def _check_compiled(path: Path, model: tflite_model.TFLiteFile) -> None:
         raise EdgennError(
             f"{path} is not an Edge TPU-compiled model (expected NAME_edgetpu.tflite); a Coral bundle "
             "runs what edgetpu_compiler wrote.",
-            f"Compile it first: edgetpu_compiler -s -o {path.parent} {path} "
+            f"Compile it first: edgetpu_compiler -s -o {shlex.quote(str(path.parent))} "
+            f"{shlex.quote(str(path))} "
             "(or: edgenn convert RUN --target edgetpu, which runs the compiler when installed)",
         )
     # A compiled model holds one edgetpu-custom-op; its uncompiled parts must still be 8-bit.
@@ -303,6 +307,7 @@ def make_bundle(
     if not models:
         raise UsageError("Give at least one model.")
     models = [Path(m) for m in models]
+    _refuse_same_names(models)
     checked = [_check_model(m, record) for m in models]
     requirements = record.requirements_for(job)
     summary = [{k: v for k, v in c.items() if k != "info"} for c in checked]
@@ -320,6 +325,19 @@ def make_bundle(
     return BundleResult(
         str(output), record.name, job and job.name, summary, requirements, wheel.name, files
     )
+
+
+def _refuse_same_names(models: list[Path]) -> None:
+    """Two models with one file name would be one file in ``models/``: refuse, do not overwrite."""
+    seen: dict[str, Path] = {}
+    for path in models:
+        if path.name in seen:
+            raise UsageError(
+                f"{seen[path.name]} and {path} have the same file name; a bundle keeps its models "
+                "side by side in models/.",
+                "Rename one of them.",
+            )
+        seen[path.name] = path
 
 
 def _write_texts(
@@ -340,7 +358,7 @@ def _write_texts(
     _write_script(folder / "install.sh", _install_sh(target, wheel))
     _write_script(folder / "run.sh", _run_sh(target, service, model))
     if service:
-        (folder / "edgenn.service").write_text(_unit(service))
+        (folder / "edgenn.service").write_text(unit_text(service))
     (folder / "README.md").write_text(_readme(target, service, summary, requirements))
     doc = {
         "target": target.name,
@@ -381,19 +399,28 @@ def _python_check(target: BundleTarget) -> str:
 """
 
 
+#: install.sh stops in a folder whose path venv's activate script and pip's launchers (which put
+#: it in double quotes) would run as shell code.
+_FOLDER_CHECK = r"""case "$PWD" in *'$'* | *'`'* | *'"'* | *'\'*)
+  echo 'install.sh: the path of this folder holds $, `, " or \; move the bundle to a plain path.' >&2
+  exit 1;;
+esac
+"""
+
+
 def _install_sh(target: BundleTarget, wheel: str) -> str:
     return f"""#!/usr/bin/env bash
 # Install this bundle on the device: a virtual environment in .venv, edgenn from wheels/, and the
 # pinned requirements. Safe to run again. Generated by edgenn bundle --target {target.name}.
 set -euo pipefail
 cd "$(dirname "$0")"
-target={target.name}
+{_FOLDER_CHECK}target={shlex.quote(target.name)}
 PYTHON=${{PYTHON:-python3}}
 {_system_package_checks(target)}{_python_check(target)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -r requirements.txt
-.venv/bin/python -m pip install -q --no-deps wheels/{wheel}
+.venv/bin/python -m pip install -q --no-deps {shlex.quote("wheels/" + wheel)}
 if [ -f wheels/edgenn_tflite_schema.py ]; then
   # TFLite's flatbuffer schema for edgenn's model checks (tflite-runtime does not ship one).
   cp wheels/edgenn_tflite_schema.py "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
@@ -407,27 +434,54 @@ echo "install.sh: done. Try: ./run.sh path/to/photo.jpg"
 def _run_sh(target: BundleTarget, service: Service | None, model: str) -> str:
     command = service.command if service else PREDICT_COMMAND
     delegate = " --delegate edgetpu" if target.edgetpu else ""
+    # The file name is data: one single-quoted word, whatever $, `, " or ; it holds.
+    line = command.format(model=shlex.quote(f"models/{model}"), delegate=delegate)
     return f"""#!/usr/bin/env bash
 # Run the bundled model. Generated by edgenn bundle.
 set -euo pipefail
 cd "$(dirname "$0")"
-{command.format(model=model, delegate=delegate)}
+{line}
 """
 
 
-def _unit(service: Service) -> str:
-    return f"""# Generated by edgenn bundle. Install with:
-#   sudo cp edgenn.service /etc/systemd/system/ && sudo systemctl enable --now edgenn
-# (edit WorkingDirectory and User to where the bundle lives and who runs it)
+#: Where deploy puts a bundle when the destination names no folder (relative to the home folder).
+DEFAULT_REMOTE_PATH = "edgenn-bundle"
+#: Who runs, and where lives, the service of a bundle copied by hand: Raspberry Pi OS's user.
+DEFAULT_UNIT_USER = "pi"
+DEFAULT_RUN_SH = f"/home/{DEFAULT_UNIT_USER}/{DEFAULT_REMOTE_PATH}/run.sh"
+
+
+def unit_text(service: Service, run_sh: str = DEFAULT_RUN_SH, user: str = DEFAULT_UNIT_USER) -> str:
+    """The systemd unit that runs a bundle's ``run.sh`` as ``user``.
+
+    ``edgenn bundle`` writes it for the default place; ``edgenn deploy --run`` writes it again
+    for the folder and user it deployed to. run.sh changes to its own folder, so the unit needs
+    no WorkingDirectory.
+
+    Args:
+        service: The job.
+        run_sh: Absolute path of the bundle's run.sh on the device.
+        user: Who runs it.
+
+    Returns:
+        The unit file's text.
+
+    Raises:
+        EdgennError: The path or the user cannot be written into a unit (see
+            :mod:`edgenn.shellquote`).
+    """
+    return f"""# Generated by edgenn bundle. edgenn deploy --run installs it for the folder and user it
+# deploys to. By hand: set ExecStart and User to where the bundle lives and who runs it, then
+#   sudo cp edgenn.service /etc/systemd/system/ && sudo systemctl daemon-reload
+#   sudo systemctl enable --now edgenn
 [Unit]
 Description=edgenn {service.name}
 After=network-online.target
 
 [Service]
 Type=simple
-User=pi
-WorkingDirectory=/home/pi/edgenn-bundle
-ExecStart=/home/pi/edgenn-bundle/run.sh
+User={systemd_user(user)}
+ExecStart={systemd_exec_path(run_sh)}
 Restart={service.restart}
 RestartSec=10
 
@@ -447,107 +501,12 @@ def _readme(
     )
     return f"""# edgenn bundle for {target.name}
 
-1. Copy this folder to the device (or `edgenn deploy THIS_FOLDER pi@raspberrypi.local`).
+1. Copy this folder to the device (or `edgenn deploy THIS_FOLDER pi@raspberrypi.local`, which
+   copies it into a new or empty folder and replaces that folder's contents on later deploys).
 2. On the device: `./install.sh` (makes `.venv`, installs {", ".join(requirements)} and edgenn).
-3. Run: `./run.sh{" photo.jpg" if not service else ""}`{"; as a service: see `edgenn.service`" if service else ""}.
+3. Run: `./run.sh{" photo.jpg" if not service else ""}`{"; as a service: `edgenn deploy ... --run` installs `edgenn.service`, or see its comments" if service else ""}.
 
 | model | bytes | check | verdict |
 |---|---|---|---|
 {rows}
 """
-
-
-@dataclasses.dataclass
-class DeployResult:
-    """What :func:`deploy` did."""
-
-    destination: str
-    copied: bool
-    installed: bool
-    started: bool
-    output: str
-
-
-#: The Debian package each tool deploy runs comes from.
-DEPLOY_TOOLS = {"ssh": "openssh-client", "rsync": "rsync"}
-#: Where deploy puts the bundle when the destination names no path.
-DEFAULT_REMOTE_PATH = "edgenn-bundle"
-
-
-def _split_destination(destination: str) -> tuple[str, str]:
-    """``user@host[:path]`` -> ``(user@host, path)``."""
-    host, _, path = destination.partition(":")
-    if "@" not in host or not host.split("@")[1]:
-        raise UsageError(f"Destination {destination!r} should be USER@HOST[:PATH].")
-    return host, path or DEFAULT_REMOTE_PATH
-
-
-def deploy(
-    bundle: Path, destination: str, run: bool = False, ssh_options: list[str] | None = None
-) -> DeployResult:
-    """Copy a bundle to ``USER@HOST[:PATH]`` with rsync over ssh and run ``install.sh`` there.
-
-    Args:
-        bundle: The bundle folder.
-        destination: ``user@host`` or ``user@host:path`` (default path :data:`DEFAULT_REMOTE_PATH`).
-        run: Also start the service (systemd unit), or check that ``edgenn --version`` runs there
-            when the bundle has none.
-        ssh_options: Extra ``-o``-style options / arguments passed to ssh (e.g. ``-p 2222``).
-
-    Returns:
-        The result.
-
-    Raises:
-        UsageError: The destination is not ``USER@HOST[:PATH]``.
-        EdgennError: Not a bundle, ssh or rsync missing or failed (one line: unreachable,
-            refused, ...).
-    """
-    bundle = Path(bundle)
-    if not (bundle / "install.sh").is_file():
-        raise EdgennError(
-            f"{bundle} is not an edgenn bundle (no install.sh).", "Make one with: edgenn bundle"
-        )
-    host, path = _split_destination(destination)
-    for tool, package in DEPLOY_TOOLS.items():
-        if shutil.which(tool) is None:
-            raise EdgennError(
-                f"{tool} is not installed.", f"Install it: sudo apt-get install {package}"
-            )
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *(ssh_options or [])]
-    _run([*ssh, host, f"mkdir -p {shlex.quote(path)}"], "creating the destination folder")
-    rsync = ["rsync", "-a", "--delete", "--exclude", ".venv", "-e", shlex.join(ssh)]
-    _run([*rsync, f"{bundle}/", f"{host}:{path}/"], "copying the bundle")
-    out = _run([*ssh, host, f"cd {shlex.quote(path)} && ./install.sh"], "running install.sh")
-    if run:
-        out += _start(bundle, ssh, host, path)
-    return DeployResult(destination, True, True, run, out)
-
-
-def _start(bundle: Path, ssh: list[str], host: str, path: str) -> str:
-    """Enable and start the bundle's systemd unit, or check that edgenn runs when it has none."""
-    if (bundle / "edgenn.service").is_file():
-        command = (
-            f"cd {path} && sudo cp edgenn.service /etc/systemd/system/ "
-            "&& sudo systemctl enable --now edgenn"
-        )
-        _run([*ssh, host, command], "starting the service")
-        return ""
-    return _run([*ssh, host, f"cd {path} && .venv/bin/edgenn --version"], "running edgenn")
-
-
-#: ssh's stderr phrases that mean the host could not be reached, and those that mean it said no.
-_UNREACHABLE = ("Could not resolve hostname", "No route to host", "Connection refused", "timed out")
-_REFUSED = ("Permission denied",)
-
-
-def _run(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        if any(phrase in proc.stderr for phrase in _UNREACHABLE):
-            reason = "host unreachable: " + reason
-        elif any(phrase in proc.stderr for phrase in _REFUSED):
-            reason = "authentication refused: " + reason
-        raise EdgennError(f"Deploy failed while {what}: {reason}")
-    return proc.stdout

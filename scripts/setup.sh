@@ -28,6 +28,8 @@ if [ "$profile" = test ]; then
   # g++: compiles generated TFLite Micro sources; exiftool reads back XMP sidecars;
   # openssh-server, openssh-client and rsync: edgenn deploy is tested against a real sshd on 127.0.0.1.
   apt_packages+=(g++ binutils libimage-exiftool-perl openssh-server openssh-client rsync)
+  # systemd: systemd-analyze verifies the unit files edgenn bundle writes.
+  apt_packages+=(systemd)
   # chromium: the camera web view is tested in a real headless browser (driven by Playwright).
   apt_packages+=(chromium)
   # postgresql: edgenn tune's shared-study storage is tested against a throw-away cluster on 127.0.0.1.

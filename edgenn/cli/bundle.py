@@ -69,19 +69,35 @@ def bundle(
 
 @main.command(
     epilog="""\b
+Deploy replaces the folder's contents (rsync --delete; the device's .venv stays),
+so it deploys only into a new or empty folder, or one an earlier deploy marked
+with a .edgenn-deploy file; it refuses any other.
+\b
 Examples:
   edgenn deploy bundle-pi pi@raspberrypi.local
   edgenn deploy bundle-pi pi@10.0.0.7:apps/classifier --run --ssh-option=-p --ssh-option=2222
+  edgenn deploy bundle-cam 'pi@[fe80::2%wlan0]:camera' --run --json
 """
 )
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.argument("destination")
-@click.option("--run", is_flag=True, help="Start the service (or check edgenn runs) afterwards.")
+@click.option(
+    "--run",
+    is_flag=True,
+    help="Install and (re)start the bundle's systemd unit for this folder and user (or check "
+    "that edgenn runs there).",
+)
 @click.option("--ssh-option", "ssh_options", multiple=True, help="Extra ssh argument (repeatable).")
-def deploy(bundle_dir: Path, destination: str, run: bool, ssh_options: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def deploy(
+    bundle_dir: Path, destination: str, run: bool, ssh_options: tuple[str, ...], as_json: bool
+) -> None:
     """Copy a bundle to USER@HOST[:PATH] with rsync over ssh and run its install.sh there."""
-    from edgenn.bundle import deploy as run_deploy
+    from edgenn.bundle_deploy import deploy as run_deploy
 
     result = run_deploy(bundle_dir, destination, run, list(ssh_options))
+    if as_json:
+        print_json(dataclasses.asdict(result))
+        return
     click.echo(result.output.rstrip())
     click.echo(f"deployed to {result.destination}" + (" and started" if result.started else ""))
