@@ -3,16 +3,20 @@ a real headless Chromium."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import io
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgenn import artifact, tflite_model
-from edgenn.camera import SMOOTH_MODES, SMOOTHING, CameraOptions, run_camera
+from edgenn.camera import (
+    SMOOTH_MODES,
+    SMOOTHING,
+    CameraOptions,
+    FrameResult,
+    WebView,
+    parse_serve,
+    run_camera,
+)
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
 
@@ -275,6 +287,9 @@ def _watch_in_chromium(playwright, chromium: str, url: str) -> int:
             timeout=15000,
         )
         assert page.locator("#topk tr").count() == 3
+        # Labels are the model's data: shown as text, never run as HTML.
+        assert page.inner_text("#topk td").startswith("<img src=x onerror=")
+        assert page.evaluate("window.pwned === undefined")
         latest = json.loads(page.evaluate("fetch('/latest.json').then(r => r.text())"))
         assert latest["label"] and latest["fps"] >= 0
         for p_ in pages:
@@ -283,9 +298,10 @@ def _watch_in_chromium(playwright, chromium: str, url: str) -> int:
     return baseline
 
 
-def test_web_view_in_a_real_browser():
+def test_web_view_in_a_real_browser(tmp_path):
     """Debian's Chromium, driven by Playwright (no browser is downloaded): the page loads, the
-    stream shows frames, the label updates; viewers leaving do not leak threads."""
+    stream shows frames, the label updates; viewers leaving do not leak threads. The model's
+    labels are HTML that would run script if the page inserted them as markup."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is installed by scripts/setup.sh test"
@@ -294,10 +310,14 @@ def test_web_view_in_a_real_browser():
     results = []
     options = CameraOptions(source=stream.url, serve="127.0.0.1:0", duration=60.0)
     done, stop = threading.Event(), threading.Event()
+    info = artifact.model_info(tflite_model.load(MODEL))
+    hostile = tmp_path / "hostile_labels.tflite"
+    labels = [f'<img src=x onerror="window.pwned=1">{name}' for name in info.labels]
+    hostile.write_bytes(artifact.embed(MODEL.read_bytes(), labels, info.spec))
 
     def run():
         try:
-            results.append(run_camera(MODEL, options, on_serving=urls.append, stop=stop))
+            results.append(run_camera(hostile, options, on_serving=urls.append, stop=stop))
         finally:
             done.set()
 
@@ -333,7 +353,11 @@ def test_labels_that_do_not_fit_the_outputs_fail_as_one_line(tmp_path):
     info = artifact.model_info(tflite_model.load(MODEL))
     wrong = info.labels[:-1]
     bad = tmp_path / "wrong_labels.tflite"
-    bad.write_bytes(artifact.embed(MODEL.read_bytes(), wrong, info.spec))
+    # Written past embed()'s own check, as a hand-made or older model would be.
+    payload = artifact.metadata_bytes(wrong, info.spec)
+    bad.write_bytes(
+        tflite_model.embed_metadata(MODEL.read_bytes(), artifact.METADATA_ENTRY, payload)
+    )
     folder = tmp_path / "folder"
     folder.mkdir()
     shutil.copy(FRAMES[0], folder / FRAMES[0].name)
@@ -420,3 +444,200 @@ def test_without_opencv_an_output_that_needs_it_fails_before_the_first_frame(tmp
     assert out.stdout == ""
     errors = [line for line in out.stderr.splitlines() if line.startswith("edgenn: error: ")]
     assert len(errors) == 1 and "pip install 'edgenn[camera]'" in errors[0]
+
+
+def test_serve_values():
+    """HOST:PORT, [IPV6]:PORT and PORT; a bare IPv6 address is ambiguous and says so."""
+    assert parse_serve("8000") == ("127.0.0.1", 8000)
+    assert parse_serve("[::1]:8000") == ("::1", 8000)
+    assert parse_serve("0.0.0.0:0") == ("0.0.0.0", 0)
+    assert parse_serve("camera.local:8080") == ("camera.local", 8080)
+    for bad, message in [
+        ("::1:8000", r"\[::1\]:8000"),
+        ("[::1]", "HOST:PORT"),
+        ("[]:80", "HOST:PORT"),
+        ("host:", "HOST:PORT"),
+        ("host:65536", "HOST:PORT"),
+        ("host:８０", "HOST:PORT"),
+        ("bad host:80", "HOST:PORT"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            parse_serve(bad)
+
+
+def test_serve_on_ipv6_loopback(tmp_path):
+    """--serve [::1]:0 listens on IPv6: the page answers there, and the URL and summary put the
+    address in brackets with the port it got."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for f in FRAMES[:3]:
+        shutil.copy(f, folder / f.name)
+    answers: list[tuple[str, int, bytes]] = []
+
+    def fetch(url: str) -> None:
+        with urllib.request.urlopen(url + "latest.json", timeout=5) as reply:
+            answers.append((url, reply.status, reply.read()))
+
+    summary = run_camera(
+        MODEL,
+        CameraOptions(source=str(folder), every_frame=True, serve="[::1]:0"),
+        on_serving=fetch,
+    )
+    ((url, status, body),) = answers
+    port = int(summary.served_at.rpartition(":")[2])
+    assert port > 0 and summary.served_at == f"[::1]:{port}" and url == f"http://[::1]:{port}/"
+    assert status == 200 and json.loads(body) == {}
+    assert summary.frames == 3
+
+
+def test_serve_errors_are_one_line(tmp_path):
+    """A port in use, a host that does not resolve, an address of another machine: one line
+    each with the fix, before any frame; a bare IPv6 address is a usage error."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(FRAMES[0], folder / FRAMES[0].name)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        for serve, code, message in [
+            (f"127.0.0.1:{port}", 1, f"port {port} is in use by another program"),
+            ("no-such-host.invalid:8000", 1, "cannot be resolved"),
+            ("192.0.2.1:8000", 1, "192.0.2.1 is not an address of this machine"),
+            ("::1:8000", 2, "[::1]:8000"),
+        ]:
+            result = CliRunner().invoke(
+                main,
+                ["camera", "-m", str(MODEL), "--source", str(folder), "--headless"]
+                + ["--serve", serve],
+            )
+            assert result.exit_code == code, result.output
+            assert result.stdout == ""
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1 and message in lines[0], lines
+    finally:
+        busy.close()
+
+
+def _frame_result(n: int) -> FrameResult:
+    return FrameResult(n, time.time(), [], "Bag", 1.0, 1.0, 1.0, 10.0)
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True once the server has closed ``sock`` (end of file or reset) within ``within`` s."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass  # a 503 answer before the end
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_web_view_caps_connections_and_times_out_idle_ones():
+    """Hundreds of idle and half-sent connections: the view never holds more than its cap of
+    threads, answers 503 over the cap at once, hangs up on each within its timeout (also one
+    that trickles a byte at a time), and still serves the page and a stream that outlives the
+    timeout."""
+    baseline = threading.active_count()
+    view = WebView("127.0.0.1", 0, "model", "source", max_connections=8, timeout=1.5)
+    address = view.address[:2]
+    try:
+        idle = [socket.create_connection(address, timeout=5) for _ in range(8)]
+        for _ in range(100):
+            if view.server.active == 8:
+                break
+            time.sleep(0.01)
+        # Over the cap: an answer at once, not a wait.
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(view.url, timeout=5)
+        assert busy.value.code == 503 and time.monotonic() - started < 1.0
+        for i in range(400):
+            s = socket.create_connection(address, timeout=5)
+            if i % 4 == 0:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            idle.append(s)
+            if i % 50 == 0:
+                assert view.server.active <= 8
+                assert threading.active_count() <= baseline + 1 + 8
+        assert all(_closed_by_server(s, 3.0) for s in idle)
+        # A client that sends a byte every 0.2 s never times out a read; the deadline ends it.
+        trickle = [socket.create_connection(address, timeout=5) for _ in range(8)]
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            for s in trickle:
+                with contextlib.suppress(OSError):
+                    s.send(b"X")
+            time.sleep(0.2)
+        assert all(_closed_by_server(s, 0.5) for s in trickle)
+        for s in idle + trickle:
+            s.close()
+        with urllib.request.urlopen(view.url, timeout=5) as page:
+            assert page.status == 200 and b"edgenn camera" in page.read()
+        _stream_outlives_the_timeout(view, 3.0)
+    finally:
+        view.close()
+    for _ in range(100):
+        if threading.active_count() <= baseline and view.server.active == 0:
+            break
+        time.sleep(0.05)
+    assert threading.active_count() <= baseline and view.server.active == 0
+
+
+def _stream_outlives_the_timeout(view: WebView, seconds: float) -> None:
+    """A viewer reading /stream.mjpg for ``seconds`` gets frames all along."""
+    stop = threading.Event()
+
+    def publish():
+        n = 0
+        while not stop.is_set():
+            view.publish(np.full((32, 32, 3), n % 256, np.uint8), _frame_result(n))
+            n += 1
+            time.sleep(0.05)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    try:
+        with urllib.request.urlopen(view.url + "stream.mjpg", timeout=5) as stream:
+            started = last = time.monotonic()
+            data = b""
+            while time.monotonic() - started < seconds:
+                chunk = stream.read1(65536)
+                assert chunk, "the stream ended"
+                data, last = data + chunk, time.monotonic()
+        assert data.count(b"--frame") >= 20 and last - started > seconds - 0.5
+    finally:
+        stop.set()
+        publisher.join()
+
+
+def test_stream_password_is_never_shown():
+    """A camera URL with a password: the web page, the warnings and the error say ``***``."""
+    with pytest.raises(EdgennError) as error:
+        run_camera(MODEL, CameraOptions(source="rtsp://viewer:s3cret@127.0.0.1:1/x"))
+    assert "viewer:***@127.0.0.1:1" in str(error.value) and "s3cret" not in str(error.value)
+    stream = _Stream(limit=20)
+    url = stream.url.replace("http://", "http://viewer:s3cret@")
+    pages: list[str] = []
+    warnings: list[str] = []
+
+    def fetch(page_url: str) -> None:
+        with urllib.request.urlopen(page_url, timeout=5) as reply:
+            pages.append(reply.read().decode())
+
+    try:
+        with pytest.raises(EdgennError, match="did not come back") as stopped:
+            run_camera(
+                MODEL,
+                CameraOptions(source=url, serve="127.0.0.1:0", reconnect=0.5),
+                on_serving=fetch,
+                on_warning=warnings.append,
+            )
+    finally:
+        stream.close()
+    assert "camera http://viewer:***@127.0.0.1:" in pages[0] and "s3cret" not in pages[0]
+    assert warnings and not any("s3cret" in w for w in [*warnings, str(stopped.value)])

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgenn import preprocess
 from edgenn.camera.sources import Source, Warn, open_source, opencv, reconnect
-from edgenn.camera.web import WebView, parse_serve
+from edgenn.camera.web import WebView, format_address, parse_serve
 from edgenn.classify import DEFAULT_TOP_K
 from edgenn.errors import EdgennError, UsageError
 from edgenn.predict import Classifier
@@ -94,7 +94,7 @@ class CameraOptions:
         smooth: Frames to smooth the label over (1: no smoothing).
         smooth_mode: One of :data:`SMOOTHING`.
         record: Write the annotated video here (a suffix of :data:`VIDEO_CODECS`).
-        serve: Serve the web view at ``HOST:PORT`` or ``PORT``.
+        serve: Serve the web view at ``HOST:PORT``, ``[IPV6]:PORT`` or ``PORT``.
         window: Show the annotated frames in an OpenCV window.
         threads: Interpreter threads.
     """
@@ -124,7 +124,8 @@ class CameraSummary:
         fps: Classified frames per second over the whole run.
         stopped_by: Why it ended: end of source, --max-frames, --duration, a signal's name, or
             stop requested.
-        served_at: ``HOST:PORT`` of the web view, if any.
+        served_at: ``HOST:PORT`` the web view listened on (``[IPV6]:PORT``; the port it got
+            for port 0), if any.
     """
 
     frames: int
@@ -336,8 +337,7 @@ class _Outputs:
         """Start the web view and tell ``on_serving`` its URL."""
         self.web = WebView(at[0], at[1], model, source)
         if on_serving:
-            host, port = self.web.address[:2]
-            on_serving(f"http://{host}:{port}/")
+            on_serving(self.web.url)
 
     def show(self, frame: np.ndarray, result: FrameResult) -> None:
         """Annotate the frame (only when some output wants it) and hand it to each output."""
@@ -440,7 +440,7 @@ class _Run:
         if stop.is_set() and self.stopped_by == END_OF_SOURCE:
             self.stopped_by = STOP_REQUESTED
 
-    def summary(self, dropped: int, served_at: tuple[str, int] | None) -> CameraSummary:
+    def summary(self, dropped: int, served_at: str | None) -> CameraSummary:
         """The run's summary, timed up to now."""
         seconds = time.perf_counter() - self.start
         return CameraSummary(
@@ -449,7 +449,7 @@ class _Run:
             seconds=round(seconds, 3),
             fps=round(self.frames / seconds, 2) if seconds > 0 else 0.0,
             stopped_by=self.stopped_by,
-            served_at=f"{served_at[0]}:{served_at[1]}" if served_at else None,
+            served_at=served_at,
         )
 
 
@@ -507,7 +507,8 @@ def run_camera(
 
     Raises:
         EdgennError: The model is not an image classifier or its labels do not fit its outputs,
-            the source cannot be opened, or it stopped and did not come back.
+            the source cannot be opened, or it stopped and did not come back; the web view
+            cannot listen at ``serve`` (port in use, not this machine's address, unknown host).
         UsageError: An option is invalid.
         MissingDependencyError: OpenCV is missing for the source or an output (window, record,
             web view), or picamera2 for ``--source picamera2``.
@@ -533,4 +534,5 @@ def run_camera(
             outputs.close()
     if capture.error:
         raise EdgennError(capture.error, "Check the cable or the stream, or raise --reconnect.")
-    return run.summary(capture.dropped, serve_at)
+    served_at = format_address(*outputs.web.address[:2]) if outputs.web else None
+    return run.summary(capture.dropped, served_at)

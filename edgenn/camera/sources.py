@@ -3,13 +3,15 @@
 Every source returns RGB uint8 frames from ``read()`` and None when no frame came. A live source
 that stops (a camera unplugged, a stream dropped) is reopened by :func:`reconnect`, which backs off
 between attempts until a deadline. OpenCV and picamera2 are optional extras, imported through
-:mod:`edgenn.optional` only when a source needs them.
+:mod:`edgenn.optional` only when a source needs them. A stream URL's password never appears in a
+description or message (they reach logs and the web view's page): see :func:`redact`.
 """
 
 from __future__ import annotations
 
 import abc
 import glob
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,20 @@ PICAMERA2_SIZE = (640, 480)
 #: First and longest pause between reconnection attempts (seconds); the pause doubles each time.
 RECONNECT_FIRST_DELAY = 0.25
 RECONNECT_MAX_DELAY = 4.0
+#: ``scheme://user:PASSWORD@`` in a URL: the password runs to the authority's last '@'.
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
+
+
+def redact(spec: str) -> str:
+    """``spec`` with a URL's password replaced by ``***`` (``rtsp://admin:***@cam/stream``).
+
+    Args:
+        spec: A ``--source`` value.
+
+    Returns:
+        The same text, without the password.
+    """
+    return _URL_PASSWORD.sub(r"\1***@", spec, count=1)
 
 
 def opencv() -> ModuleType:
@@ -86,7 +102,7 @@ class OpenCVSource(Source):
         self.spec = spec
         self.target: int | str = int(spec) if spec.isdigit() else spec
         self.live = not Path(spec).is_file()
-        self.description = f"camera {spec}" if self.live else f"video file {spec}"
+        self.description = f"camera {redact(spec)}" if self.live else f"video file {spec}"
         self.cap = None
         if not self._open():
             raise EdgennError(_missing_camera_message(spec))
@@ -182,7 +198,7 @@ def _missing_camera_message(spec: str) -> str:
     devices = sorted(glob.glob("/dev/video*"))
     found = ", ".join(devices) if devices else "none"
     return (
-        f"Cannot open source {spec!r}. Video devices on this machine: {found}. Pick one with "
+        f"Cannot open source {redact(spec)!r}. Video devices on this machine: {found}. Pick one with "
         "--source 0 (or /dev/videoN), a video file, an image folder, an rtsp:// or http:// URL, "
         f"or {PICAMERA2} for the Pi's camera."
     )

@@ -2,23 +2,31 @@
 
 The pipeline only stores the newest annotated frame (:meth:`WebView.publish`); each viewer's thread
 encodes and sends it, so viewers never slow inference down, and a viewer that disconnects just
-ends its thread. Standard library only: ``http.server`` with one thread per viewer.
+ends its thread. Standard library only: ``http.server`` with one thread per connection, at most
+:data:`MAX_CONNECTIONS` of them (more get 503), and :data:`REQUEST_TIMEOUT` for a connection to
+send its request and for each send to a viewer, so idle, half-sent or stalled connections end.
+Labels reach the page as text only (never as HTML).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import html
 import http.server
 import io
 import json
+import logging
+import socket
+import socketserver
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from edgenn.errors import UsageError
+from edgenn.errors import EdgennError, UsageError
 
 if TYPE_CHECKING:
     from edgenn.camera.pipeline import FrameResult
@@ -29,6 +37,13 @@ DEFAULT_HOST = "127.0.0.1"
 PAGE_WIDTH = 480
 #: JPEG quality of the stream: small enough for Wi-Fi, sharp enough to read the overlay.
 JPEG_QUALITY = 80
+#: Connections served at once, each a thread: a few viewers and their page requests fit; more
+#: get 503 until one ends, so a flood of connections cannot take every thread or file handle.
+MAX_CONNECTIONS = 32
+#: Seconds a connection has to send its whole request, and a send to a viewer may block.
+REQUEST_TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edgenn camera</title>
@@ -48,8 +63,14 @@ async function poll() {{
       const d = await r.json();
       if (d.frame !== undefined) {{
         document.getElementById('label').textContent = d.label + ' ' + d.score.toFixed(2);
-        document.getElementById('topk').innerHTML = d.top_k.map(
-          t => '<tr><td>' + t.label + '</td><td>' + t.score.toFixed(3) + '</td></tr>').join('');
+        // Labels come from the model's files: text nodes only, never parsed as HTML.
+        document.getElementById('topk').replaceChildren(...d.top_k.map(t => {{
+          const row = document.createElement('tr');
+          for (const text of [t.label, t.score.toFixed(3)]) {{
+            row.appendChild(document.createElement('td')).textContent = text;
+          }}
+          return row;
+        }}));
         document.getElementById('stats').textContent =
           'frame ' + d.frame + ' | ' + d.fps.toFixed(1) + ' fps | inference ' +
           d.inference_ms.toFixed(2) + ' ms | end to end ' + d.end_to_end_ms.toFixed(1) + ' ms';
@@ -71,12 +92,22 @@ class WebView:
         port: Port to bind (0 picks a free one; see :attr:`address`).
         model: The model's name, shown on the page.
         source: The source's description, shown on the page.
+        max_connections: Connections served at once (more get 503).
+        timeout: Seconds a connection has to send its request, and a send may block.
 
     Raises:
-        OSError: The address cannot be bound.
+        EdgennError: The address cannot be bound (in use, not this machine's, unresolvable).
     """
 
-    def __init__(self, host: str, port: int, model: str, source: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        model: str,
+        source: str,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.cond = threading.Condition()
         self.frame: np.ndarray | None = None
         self.seq = 0
@@ -86,12 +117,17 @@ class WebView:
         self.page = PAGE.format(
             model=html.escape(model), source=html.escape(source), width=PAGE_WIDTH
         ).encode()
-        self.server = _Server((host, port), self)
+        self.server = _bind(host, port, self, max_connections, timeout)
         self.address = self.server.server_address
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="edgenn-web", daemon=True
         )
         self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The page's URL (an IPv6 address in brackets)."""
+        return f"http://{format_address(*self.address[:2])}/"
 
     def publish(self, frame: np.ndarray, result: FrameResult) -> None:
         """Make a new annotated frame and result visible to viewers (cheap: no encoding here)."""
@@ -132,18 +168,174 @@ class WebView:
             self.closed = True
             self.cond.notify_all()
         self.server.shutdown()
+        self.server.hang_up_all()
         self.server.server_close()
         self.thread.join(timeout=5)
 
 
+def format_address(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 address in brackets (``[::1]:8000``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind(host: str, port: int, view: WebView, max_connections: int, timeout: float) -> _Server:
+    """Listen on ``host:port`` (each address it resolves to in turn); errors in one line."""
+    where = format_address(host, port)
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise EdgennError(
+            f"--serve {where}: the host {host!r} cannot be resolved ({exc.strerror}).",
+            "Use an address of this machine: 127.0.0.1 or [::1] (this machine only) or 0.0.0.0 "
+            "(every interface), e.g. --serve 127.0.0.1:8000.",
+        ) from None
+    errors: list[OSError] = []
+    for family, _, _, _, address in found:
+        try:
+            return _Server(address, family, view, max_connections, timeout)
+        except OSError as exc:
+            errors.append(exc)
+    raise _bind_error(where, host, port, errors[0])
+
+
+def _bind_error(where: str, host: str, port: int, exc: OSError) -> EdgennError:
+    """One line for a failed bind: what is wrong with the address and another to try."""
+    other = 8001 if port == 8000 else 8000
+    if exc.errno == errno.EADDRINUSE:
+        message = f"port {port} is in use by another program"
+        hint = f"Pick another port, e.g. --serve {format_address(host, other)}, or stop it."
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        message = f"{host} is not an address of this machine"
+        hint = "Use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+    elif exc.errno == errno.EACCES:
+        message = f"port {port} needs root (ports below 1024 are privileged)"
+        hint = f"Use a port from 1024 up, e.g. --serve {format_address(host, other)}."
+    else:
+        message, hint = f"cannot listen there ({exc.strerror or exc})", None
+    return EdgennError(f"--serve {where}: {message}.", hint)
+
+
+def _status(code: int, text: str) -> bytes:
+    body = f"{text}\n".encode()
+    head = (
+        f"HTTP/1.0 {code} {http.HTTPStatus(code).phrase}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+#: The answer to a connection over :data:`MAX_CONNECTIONS`.
+BUSY = _status(503, "too many viewers; try again in a few seconds")
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Wake the thread blocked on ``sock`` (its read returns end-of-file); it then closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by its thread
+
+
 class _Server(http.server.ThreadingHTTPServer):
-    """One thread per request; the handler reaches the view through ``server.view``."""
+    """One thread per connection, at most ``max_connections`` at once (more get :data:`BUSY`).
+
+    Each connection's socket times out after ``timeout`` seconds without progress, and one that
+    has not sent its whole request ``timeout`` seconds after it came is hung up on
+    (:meth:`service_actions`): a client that trickles a byte at a time never times out a read.
+    The handler reaches the view through ``server.view``.
+    """
 
     daemon_threads = True
+    # Threads end when their sockets are hung up on (close); never wait for one at exit.
+    block_on_close = False
+    # A burst of page loads waits in the kernel's queue instead of being refused.
+    request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], view: WebView) -> None:
+    def __init__(
+        self,
+        address: tuple,
+        family: socket.AddressFamily,
+        view: WebView,
+        max_connections: int,
+        timeout: float,
+    ) -> None:
+        self.address_family = family
         self.view = view
+        self.request_timeout = timeout
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.lock = threading.Lock()
+        self.connections: dict[socket.socket, float | None] = {}  # socket -> request deadline
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's FQDN look-up, which can stall on a machine without DNS."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        with self.lock:
+            return len(self.connections)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """Serve the connection in a thread if a slot is free, else answer 503 and close it."""
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.setblocking(False)
+                request.send(BUSY)  # a fresh socket's empty buffer takes it without blocking
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        request.settimeout(self.request_timeout)
+        with self.lock:
+            self.connections[request] = time.monotonic() + self.request_timeout
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        """Serve, then give the slot back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self.lock:
+            self.connections.pop(request, None)
+        self.slots.release()
+
+    def request_read(self, request: socket.socket) -> None:
+        """The connection sent its whole request: no more request deadline."""
+        with self.lock:
+            if request in self.connections:
+                self.connections[request] = None
+
+    def service_actions(self) -> None:
+        """Hang up on connections past their request deadline (runs every poll of the loop)."""
+        now = time.monotonic()
+        with self.lock:
+            late = [s for s, end in self.connections.items() if end is not None and end < now]
+            for sock in late:
+                self.connections[sock] = None
+        for sock in late:
+            _hang_up(sock)
+
+    def hang_up_all(self) -> None:
+        """Hang up on every connection (closing the view)."""
+        with self.lock:
+            open_now = list(self.connections)
+        for sock in open_now:
+            _hang_up(sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A viewer's connection failed: log it; never print (stderr is the pipeline's)."""
+        log.debug("web view connection from %s failed", client_address, exc_info=True)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -153,6 +345,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: stderr belongs to the pipeline's own messages."""
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers, then lift the connection's request deadline."""
+        ok = super().parse_request()
+        self.server.request_read(self.connection)
+        return ok
 
     def do_GET(self) -> None:
         """Serve the page, the JSON endpoint or the MJPEG stream."""
@@ -192,19 +390,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def parse_serve(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``PORT`` (binds :data:`DEFAULT_HOST`).
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``PORT`` (binds :data:`DEFAULT_HOST`).
 
     Args:
         text: The ``--serve`` value.
 
     Returns:
-        ``(host, port)``.
+        ``(host, port)``, an IPv6 address without its brackets.
 
     Raises:
-        UsageError: Not in that form.
+        UsageError: Not in that form (a bare IPv6 address is ambiguous: it needs brackets).
     """
-    host, _, port = text.rpartition(":")
-    host = host or DEFAULT_HOST
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"--serve expects HOST:PORT such as 127.0.0.1:8000; received {text!r}.")
-    return host.strip("[]"), int(port)
+    expected = (
+        f"--serve expects HOST:PORT such as 127.0.0.1:8000, [::1]:8000 or 8000; received {text!r}."
+    )
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or not host or not rest.startswith(":"):
+            raise UsageError(expected)
+        port = rest[1:]
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise UsageError(expected, f"Write an IPv6 address in brackets: [{host}]:{port}.")
+        host = host or DEFAULT_HOST
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise UsageError(expected)
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise UsageError(expected)
+    return host, int(port)

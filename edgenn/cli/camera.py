@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from edgenn.camera import SMOOTH_MODES, VIDEO_CODECS, CameraOptions, FrameResult, run_camera
-from edgenn.camera.web import DEFAULT_HOST
+from edgenn.camera.web import DEFAULT_HOST, MAX_CONNECTIONS
 from edgenn.cli.base import main
 
 #: The library's defaults (:class:`CameraOptions`) are the options' defaults.
@@ -26,6 +26,7 @@ Examples:
   edgenn camera -m model.tflite --source picamera2 --headless --smooth 5
   edgenn camera -m model.tflite --source clip.mkv --every-frame --headless --record out.avi
   edgenn camera -m model.tflite --source rtsp://192.168.1.20/stream --serve 0.0.0.0:8000
+  edgenn camera -m model.tflite --source 0 --headless --serve '[::1]:8000'
 """
 )
 @click.option(
@@ -58,7 +59,8 @@ Examples:
 @click.option(
     "--serve",
     default=DEFAULTS["serve"],
-    help=f"Serve a live page and MJPEG stream at HOST:PORT (default host {DEFAULT_HOST}).",
+    help="Serve a live page and MJPEG stream at HOST:PORT, [IPV6]:PORT or PORT (host "
+    f"{DEFAULT_HOST}); at most {MAX_CONNECTIONS} connections at once.",
 )
 @click.option(
     "--max-frames", type=int, default=DEFAULTS["max_frames"], help="Stop after N classified frames."
