@@ -5,19 +5,32 @@ functions here, so that a model on a Pi sees its inputs prepared the way it was 
 orientation applied, colour mode converted, resized with the same filter, scaled the same way.
 The recipe (:class:`PreprocessSpec`) travels with the model; :mod:`edgenn.artifact` stores it.
 
+An image file becomes pixels in one function, :func:`load_pixels`, whichever command reads it, so
+that the same photo is the same model input everywhere. Only regular files are opened, and Pillow
+decodes from the descriptor that was checked. A JPEG much larger than the model input is decoded at
+reduced scale (libjpeg's DCT scaling) down to no less than twice the input, then resized with the
+recipe's filter like any image: a 1600x1200 photo for a 28x28 model decodes at 200x150, several
+times faster, and training, predict, tag, camera and bench all see exactly those pixels.
+
 numpy and pillow only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import threading
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from edgenn import optional
 from edgenn.errors import EdgennError
+from edgenn.fileio import open_regular
 
 #: Colour modes a model can be trained on: Pillow's names.
 COLOR_MODES = ("L", "RGB")
@@ -33,6 +46,20 @@ RESIZE_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 SPEC_VERSION = 1
+#: A JPEG is decoded at reduced scale down to no less than this many times the model input's
+#: larger side (see :func:`decode_side`): enough for the resize filter to average over.
+DECODE_MARGIN = 2
+#: ``ftyp`` brands of HEIC/HEIF files (iPhone photos), which Pillow reads through pillow-heif.
+HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+HEIF_SUFFIXES = (".heic", ".heif")
+
+# Pillow warns about an image over its pixel limit from Image.open. edgenn refuses such images
+# itself, with one message; silencing Pillow's warning changes the process-wide warning filters, so
+# the opens that do it take turns (header parsing only: decoding still runs in parallel).
+_OPEN_LOCK = threading.Lock()
+_HEIF_OPENER: list[bool] = []
 
 
 @dataclasses.dataclass
@@ -156,38 +183,119 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
-def open_image(path: Path, color_mode: str) -> Image.Image:
-    """Open an image file with its EXIF orientation applied, converted to ``color_mode``.
-
-    The file is only read, never written.
+def decode_side(spec: PreprocessSpec) -> int:
+    """The smallest side a JPEG may be reduced to when decoded for this model.
 
     Args:
-        path: Image file (anything Pillow decodes: JPEG, PNG, WebP, TIFF, BMP, ...).
+        spec: The model's recipe.
+
+    Returns:
+        :data:`DECODE_MARGIN` times the larger side of the model input.
+    """
+    return DECODE_MARGIN * max(spec.image_size)
+
+
+def open_image(path: Path, color_mode: str, min_side: int | None = None) -> Image.Image:
+    """Open an image file with its EXIF orientation applied, converted to ``color_mode``.
+
+    The file is only read, never written; only a regular file is opened, and Pillow decodes from
+    the checked descriptor (a FIFO, a device or a link swapped in meanwhile is never read).
+
+    Args:
+        path: Image file (anything Pillow decodes: JPEG, PNG, WebP, TIFF, BMP; HEIC with
+            pillow-heif).
         color_mode: ``"L"`` or ``"RGB"``.
+        min_side: Decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides
+            at least this long (None: full size). :func:`load_pixels` passes
+            :func:`decode_side`; so must anything that should see the pixels a model sees.
 
     Returns:
         The decoded image, upright, in the requested mode.
 
     Raises:
-        EdgennError: The file is missing, not an image, truncated, or too large to decode safely.
+        EdgennError: The file is missing or not a regular file, not an image, truncated, or over
+            Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise EdgennError(f"Image not found: {path}.")
+    with os.fdopen(open_regular(path, "an image"), "rb") as fh:
+        try:
+            with _open_pillow(fh, path) as img:
+                if min_side and img.format == "JPEG":
+                    # The image's own mode: libjpeg's colour conversion stays that of a full decode.
+                    img.draft(img.mode, (min_side, min_side))
+                img.load()
+                return convert_mode(ImageOps.exif_transpose(img), color_mode)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise EdgennError(
+                f"{path} could not be decoded ({exc}); the file is truncated or damaged."
+            ) from None
+
+
+def _open_pillow(fh: IO[bytes], path: Path) -> Image.Image:
+    """Pillow's (lazy) image of an open file, identified and within the pixel limit.
+
+    Raises:
+        EdgennError: Not an image, a HEIC without pillow-heif, or over the pixel limit.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return convert_mode(img, color_mode)
-    except FileNotFoundError:
-        raise EdgennError(f"Image not found: {path}.") from None
-    except UnidentifiedImageError:
-        raise EdgennError(
-            f"{path} is not an image Pillow can decode (expected JPEG, PNG, WebP, TIFF or BMP)."
-        ) from None
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fh)
     except Image.DecompressionBombError as exc:
-        raise EdgennError(f"{path} is refused as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow refuses past twice its limit before giving the size; its message has the count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(path, int(found.group(1)) if found else None) from None
+    except UnidentifiedImageError:
+        if not _is_heif(fh, path) or _HEIF_OPENER:
+            raise EdgennError(
+                f"{path} is not an image Pillow can decode (expected JPEG, PNG, WebP, TIFF or BMP)."
+            ) from None
+        _register_heif(path)
+        fh.seek(0)
+        return _open_pillow(fh, path)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        img.close()
+        raise _too_many_pixels(path, img.width * img.height)
+    return img
+
+
+def _too_many_pixels(path: Path, pixels: int | None) -> EdgennError:
+    limit = Image.MAX_IMAGE_PIXELS
+    count = f"{pixels:,} pixels" if pixels else f"more than {2 * limit:,} pixels"
+    return EdgennError(
+        f"{path} is refused as a decompression bomb: {count}; edgenn decodes at most {limit:,} "
+        "(PIL.Image.MAX_IMAGE_PIXELS); downscale it first."
+    )
+
+
+def _is_heif(fh: IO[bytes], path: Path) -> bool:
+    fh.seek(0)
+    head = fh.read(12)
+    return path.suffix.lower() in HEIF_SUFFIXES or (
+        head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+    )
+
+
+def _register_heif(path: Path) -> None:
+    """Teach Pillow HEIC/HEIF through pillow-heif, once.
+
+    Raises:
+        EdgennError: pillow-heif is not installed (the message says how to install it).
+    """
+    heif = optional.try_import("pillow_heif")
+    if heif is None:
+        dep = optional.dependency("pillow_heif")
         raise EdgennError(
-            f"{path} could not be decoded ({exc}); the file may be truncated."
-        ) from None
+            f"{path} is a HEIC/HEIF image; reading it needs {dep.package}, which is not "
+            f"installed: {dep.install}."
+        )
+    with _OPEN_LOCK:
+        if not _HEIF_OPENER:
+            heif.register_heif_opener()
+            _HEIF_OPENER.append(True)
 
 
 def convert_mode(img: Image.Image, color_mode: str) -> Image.Image:
@@ -211,6 +319,10 @@ def convert_mode(img: Image.Image, color_mode: str) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size and arr.max() > 0 else 1.0
         img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8))
+    if color_mode == "L" and img.mode not in ("L", "RGB"):
+        # Through RGB, as a camera frame (an RGB array) goes: YCbCr, LAB or HSV straight to L
+        # round differently, and the same file would not be the same input everywhere.
+        img = img.convert("RGB")
     return img.convert(color_mode)
 
 
@@ -236,6 +348,10 @@ def resize_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 def load_pixels(path: Path, spec: PreprocessSpec) -> np.ndarray:
     """Read an image file as the uint8 pixels the model expects (before scaling).
 
+    The one way a file becomes model input: training's image folders, predict, tag, bench and
+    the Python API all call it (a JPEG far larger than the model input is decoded at reduced
+    scale, see :func:`decode_side`, then resized with the recipe's filter).
+
     Args:
         path: Image file.
         spec: The model's recipe.
@@ -246,14 +362,15 @@ def load_pixels(path: Path, spec: PreprocessSpec) -> np.ndarray:
     Raises:
         EdgennError: The file cannot be decoded.
     """
-    return resize_pixels(open_image(path, spec.color_mode or "RGB"), spec)
+    return resize_pixels(open_image(path, spec.color_mode or "RGB", decode_side(spec)), spec)
 
 
 def image_to_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """An in-memory Pillow image as the uint8 pixels the model expects, as for a file.
 
     The same steps as :func:`load_pixels` after decoding: EXIF orientation applied, colour mode
-    converted, resized with the recipe's filter.
+    converted, resized with the recipe's filter. The image is used at the size it has: for the
+    exact input a file gives, pass its path (a large JPEG is decoded at reduced scale).
 
     Args:
         img: The image, any Pillow mode and size.

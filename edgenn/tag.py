@@ -4,11 +4,13 @@ Each photo is decoded, classified, and its keywords written to an XMP sidecar (s
 :mod:`edgenn.xmp`: merged into an existing one, never replacing it) or to one json/csv manifest.
 Photos are only ever opened for reading. A rerun skips photos whose sidecar (or manifest entry)
 already holds tags from the same model (by the model's hash), so a run killed halfway finishes on
-the next run.
+the next run. Photos that would share one sidecar (``img.jpg`` and ``img.png`` with ``--sidecar
+replace``) are refused, each with a one-line reason, on every run.
 
-Decoding (the slow part on a Pi) runs in a thread pool while the interpreter runs; JPEGs are
-decoded at reduced size with Pillow's draft mode when the model input is small. The library never
-prints: progress and per-photo failures go to the ``progress`` and ``warn`` callbacks.
+Photos become model input through :func:`edgenn.preprocess.load_pixels`, exactly as in training,
+predict and camera (a large JPEG is decoded at reduced scale there, which keeps tagging fast).
+Decoding (the slow part on a Pi) runs in a thread pool while the interpreter runs. The library
+never prints: progress and per-photo failures go to the ``progress`` and ``warn`` callbacks.
 """
 
 from __future__ import annotations
@@ -22,17 +24,15 @@ import io
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edgenn import classify, optional, preprocess, xmp
+from edgenn import classify, preprocess, xmp
 from edgenn.errors import EdgennError, UsageError
-from edgenn.fileio import atomic_write_bytes, atomic_write_text
+from edgenn.fileio import atomic_write_bytes, atomic_write_text, read_regular
 from edgenn.predict import Classifier
 from edgenn.preprocess import IMAGE_SUFFIXES
 
@@ -99,8 +99,12 @@ class TagSummary:
 
 
 def model_hash(path: Path) -> str:
-    """First 16 hex digits of the model file's SHA-256 (identifies "the same model")."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """First 16 hex digits of the model file's SHA-256 (identifies "the same model").
+
+    Raises:
+        EdgennError: The model is not a regular file (or is too large).
+    """
+    return hashlib.sha256(read_regular(path, "a .tflite model")).hexdigest()[:16]
 
 
 def find_photos(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
@@ -111,70 +115,74 @@ def find_photos(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
         recursive: Walk sub-folders.
 
     Returns:
-        Sorted, unique photo paths.
+        Sorted, unique photo paths. A path given that is neither a folder nor a regular file (a
+        FIFO, a dangling link, a symlink loop) is kept: it becomes one failed photo with its
+        reason, and the run goes on.
 
     Raises:
-        EdgennError: A path does not exist.
+        EdgennError: A path does not exist at all.
     """
     found = []
     for path in map(Path, paths):
         if path.is_dir():
             pattern = path.rglob("*") if recursive else path.glob("*")
-            found.extend(
-                p
-                for p in pattern
-                if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")
-            )
-        elif path.is_file():
+            found.extend(p for p in pattern if p.is_file() and _is_photo_name(p.name))
+        elif os.path.lexists(path):
             found.append(path)
         else:
             raise EdgennError(f"{path} does not exist.")
     return sorted(dict.fromkeys(found))
 
 
-def _enable_heif() -> None:
-    heif = optional.try_import("pillow_heif")
-    if heif is not None:
-        heif.register_heif_opener()
+def _is_photo_name(name: str) -> bool:
+    return Path(name).suffix.lower() in PHOTO_SUFFIXES and not name.startswith(".")
 
 
-def decode(photo: Path, spec: preprocess.PreprocessSpec) -> np.ndarray:
-    """Decode a photo into the model's uint8 input pixels, fast.
+def sidecar_collisions(photos: Iterable[Path], style: str) -> dict[Path, list[Path]]:
+    """Photos whose sidecar another photo would share: ``{photo: the other photos}``.
 
-    JPEGs are decoded with Pillow's draft mode at the smallest DCT scale that is still at least
-    twice the model input (a 1600x1200 photo for a 28x28 model decodes at 200x150), then EXIF
-    orientation, colour mode and the training resize filter are applied as in training.
+    With style ``replace``, ``img.jpg`` and ``img.png`` both map to ``img.xmp``; one photo's
+    keywords would overwrite the other's, and the next run would take both as done. The other
+    photos are looked for among those given and beside each photo in its folder.
 
     Args:
-        photo: The file (opened read-only).
-        spec: The model's recipe.
+        photos: The photos to tag.
+        style: One of :data:`edgenn.xmp.SIDECAR_STYLES`.
 
     Returns:
-        uint8 pixels shaped as the model input.
-
-    Raises:
-        EdgennError: Not an image, truncated, or over Pillow's pixel limit.
+        Each photo that shares its sidecar, with the photos it shares it with (empty for ``ext``,
+        where a sidecar is named after the whole file name).
     """
-    height, width = spec.image_size
-    try:
-        with warnings.catch_warnings():
-            # Over Pillow's pixel limit is refused, not just warned about: a tagger must not be
-            # made to allocate gigabytes by one crafted file.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(photo) as img:
-                if img.format == "JPEG":
-                    side = 2 * max(height, width)
-                    img.draft(spec.color_mode, (side, side))
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                img = preprocess.convert_mode(img, spec.color_mode or "RGB")
-                return preprocess.resize_pixels(img, spec)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise EdgennError(f"{photo}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise EdgennError(f"{photo}: not an image Pillow can decode") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise EdgennError(f"{photo}: could not be decoded ({exc}); truncated or damaged") from None
+    photos = list(photos)
+    if style == "ext":
+        return {}
+    owners: dict[Path, set[Path]] = collections.defaultdict(set)
+    for folder in {photo.parent for photo in photos}:
+        try:
+            entries = [e for e in os.scandir(folder) if _is_photo_name(e.name) and e.is_file()]
+        except OSError:
+            entries = []  # an unreadable folder: its photos fail on their own
+        for entry in entries:
+            owners[xmp.sidecar_path(folder / entry.name, style)].add(folder / entry.name)
+    for photo in photos:
+        owners[xmp.sidecar_path(photo, style)].add(photo)
+    shared = {}
+    for photo in photos:
+        others = owners[xmp.sidecar_path(photo, style)] - {photo}
+        if others:
+            shared[photo] = sorted(others)
+    return shared
+
+
+def _collision_result(photo: Path, others: list[Path], style: str) -> PhotoResult:
+    side = xmp.sidecar_path(photo, style)
+    names = ", ".join(p.name for p in others)
+    return PhotoResult(
+        str(photo),
+        "failed",
+        error=f"{photo}: --sidecar {style} would write {side} for {names} too, so neither is "
+        f"tagged; use --sidecar ext ({photo.name}.xmp) or rename one of them",
+    )
 
 
 def _prefetch(
@@ -221,26 +229,32 @@ class _Run:
     manifest: dict[str, dict[str, Any]]
 
     @classmethod
-    def start(
-        cls, model: Path, threads: int | None, output: Path | None, retag: bool, **settings: Any
-    ) -> _Run:
-        """Load the model and the manifest a previous run left (xmp: none; retag: start afresh).
+    def start(cls, model: Path, threads: int | None, output: Path | None, **settings: Any) -> _Run:
+        """Load the model and the manifest a previous run left (xmp: none).
+
+        The manifest is read even to retag: its other photos' entries are kept, and a file there
+        that is not an edgenn manifest is refused rather than replaced.
 
         Args:
             model: The .tflite classifier.
             threads: Interpreter threads.
             output: Manifest path (None: ``edgenn-tags.<fmt>`` in the working folder).
-            retag: Ignore what a previous run recorded.
             **settings: The remaining fields, ``top_k`` to ``dry_run``.
+
+        Raises:
+            EdgennError: The manifest path is a folder, or holds a file that is not an edgenn
+                manifest of this format.
         """
         fmt = settings["fmt"]
         manifest_path = Path(output) if output else Path.cwd() / f"edgenn-tags.{fmt}"
+        if fmt != "xmp" and manifest_path.is_dir():
+            raise EdgennError(f"{manifest_path} is a folder; expected the {fmt} manifest's file.")
         return cls(
             classifier=Classifier(model, threads=threads),
             model_name=Path(model).name,
             digest=model_hash(model),
             manifest_path=manifest_path,
-            manifest={} if fmt == "xmp" or retag else _read_manifest(manifest_path, fmt),
+            manifest={} if fmt == "xmp" else _read_manifest(manifest_path, fmt),
             **settings,
         )
 
@@ -284,8 +298,8 @@ def tag(
         warn: Called with the reason of each photo that failed (one line, no prefix).
 
     Returns:
-        ``(summary, per-photo results)``: photos skipped as already tagged first, then the others
-        in the order given.
+        ``(summary, per-photo results)``: photos refused for sharing a sidecar and photos skipped
+        as already tagged first, then the others in the order given.
 
     Raises:
         UsageError: Bad option values.
@@ -293,14 +307,15 @@ def tag(
             its outputs), or an existing manifest is not edgenn's.
     """
     _check_options(fmt, sidecar, top_k, threshold)
-    _enable_heif()
     settings = dict(top_k=top_k, threshold=threshold, fmt=fmt, sidecar=sidecar, dry_run=dry_run)
-    run = _Run.start(model, threads, output, retag, **settings)
+    run = _Run.start(model, threads, output, **settings)
+    refused, photos = _refuse_shared_sidecars(run, photos, warn)
     skipped, todo = _split_done(run, photos, retag)
     if fmt == "xmp" and not dry_run:
         xmp.remove_stale_temp_files(xmp.sidecar_path(p, sidecar) for p in todo)
     start = time.perf_counter()
-    results = skipped + _tag_all(run, todo, workers or os.cpu_count() or 2, progress, warn)
+    tagged = _tag_all(run, todo, workers or os.cpu_count() or 2, progress, warn)
+    results = refused + skipped + tagged
     if run.writes_manifest:
         _write_manifest(run.manifest_path, run.manifest, fmt)
     return _summarize(str(model), run, results, time.perf_counter() - start), results
@@ -317,6 +332,18 @@ def _check_options(fmt: str, sidecar: str, top_k: int, threshold: float) -> None
         raise UsageError(f"--top-k must be at least 1; received {top_k}.")
     if not 0 <= threshold <= 1:
         raise UsageError(f"--threshold must be between 0 and 1; received {threshold}.")
+
+
+def _refuse_shared_sidecars(
+    run: _Run, photos: list[Path], warn: Warn | None
+) -> tuple[list[PhotoResult], list[Path]]:
+    """``(failed results, the other photos)``: photos that would share a sidecar fail, each run."""
+    shared = sidecar_collisions(photos, run.sidecar) if run.fmt == "xmp" else {}
+    refused = [_collision_result(p, others, run.sidecar) for p, others in shared.items()]
+    if warn:
+        for result in refused:
+            warn(result.error or "")
+    return refused, [p for p in photos if p not in shared]
 
 
 def _split_done(run: _Run, photos: list[Path], retag: bool) -> tuple[list[PhotoResult], list[Path]]:
@@ -342,7 +369,7 @@ def _tag_all(
     """Decode (in a thread pool), classify and record each photo, reporting as it goes."""
     results = []
     start = time.perf_counter()
-    decoded = _prefetch(lambda p: decode(p, run.classifier.spec), todo, workers)
+    decoded = _prefetch(lambda p: preprocess.load_pixels(p, run.classifier.spec), todo, workers)
     for done, (photo, pixels) in enumerate(decoded, 1):
         result = _tag_one(run, photo, pixels)
         if result.error and warn:
@@ -427,16 +454,18 @@ def _read_manifest(path: Path, fmt: str) -> dict[str, dict[str, Any]]:
     Raises:
         EdgennError: The file is not an edgenn manifest of this format.
     """
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
+    data = read_regular(path, f"an edgenn {fmt} manifest")
     try:
+        text = data.decode("utf-8")
         if fmt == "json":
-            return {item["photo"]: item for item in json.loads(path.read_text())["photos"]}
-        rows = csv.DictReader(io.StringIO(path.read_text()))
+            return {item["photo"]: item for item in json.loads(text)["photos"]}
+        rows = csv.DictReader(io.StringIO(text))
         return {row["photo"]: _csv_entry(row) for row in rows}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgennError(
-            f"{path} is not an edgenn {fmt} manifest ({exc}); move it away or pass --retag"
+            f"{path} is not an edgenn {fmt} manifest ({exc}); move it away or choose another --output"
         ) from None
 
 

@@ -11,18 +11,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgenn import artifact, preprocess, tag, tflite_model, xmp
+from edgenn import artifact, optional, tag, tflite_model, xmp
 from edgenn.cli import main
 from edgenn.cli import tag as tag_cli
 
 from .conftest import REPO, SAMPLES
+from .test_preprocess import HEIC_HEADER
 
 MODEL = REPO / "tests" / "data" / "tiny_cnn_int8.tflite"
 
@@ -121,24 +122,6 @@ def test_sidecar_styles_dry_run_and_manifests(album, tmp_path):
     assert len(rows) == 12 and all(r["model_hash"] for r in rows)
 
 
-def test_decode_matches_the_device_preprocessing():
-    """Without draft mode (PNG) decoding is the device preprocessing exactly; JPEG draft decoding
-    at reduced size stays close to the full decode."""
-    spec = preprocess.PreprocessSpec.for_images(28, 28, "L")
-    src = next(SAMPLES.glob("Coat/*.jpg"))
-    np.testing.assert_array_equal(tag.decode(src, spec), preprocess.load_pixels(src, spec))
-
-
-def test_jpeg_draft_decoding_is_close_to_full_decoding(tmp_path):
-    spec = preprocess.PreprocessSpec.for_images(28, 28, "L")
-    photo = _photo(
-        next(SAMPLES.glob("Coat/*.jpg")), tmp_path / "big.jpg", size=(1600, 1200), orientation=6
-    )
-    fast = tag.decode(photo, spec).astype(int)
-    full = preprocess.load_pixels(photo, spec).astype(int)
-    assert np.abs(fast - full).mean() < 6
-
-
 KILL_SCRIPT = """
 import sys
 from edgenn.cli import main
@@ -173,22 +156,6 @@ def test_killed_run_resumes_with_nothing_lost_or_doubled(tmp_path):
     for side in sidecars:
         text = side.read_text()
         assert text.count("<edgenn:ModelHash>") == 1
-
-
-def test_exif_orientation_is_applied_before_inference(tmp_path):
-    spec = preprocess.PreprocessSpec.for_images(28, 28, "L")
-    src = next(SAMPLES.glob("Trouser/*.jpg"))
-    upright = preprocess.load_pixels(src, spec).astype(int)
-    for orientation in (6, 3):
-        photo = _photo(
-            src, tmp_path / f"o{orientation}.jpg", size=(280, 280), orientation=orientation
-        )
-        assert np.abs(tag.decode(photo, spec).astype(int) - upright).mean() < 8
-        # Ignoring the tag would give a rotated garment: far from the upright one.
-        raw = np.asarray(
-            Image.open(photo).convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-        ).astype(int)
-        assert np.abs(raw - upright[..., 0]).mean() > 15
 
 
 def test_the_library_reports_through_callbacks_and_never_prints(album, capfd):
@@ -256,7 +223,9 @@ def test_bad_option_values_are_usage_errors(album):
 def test_a_model_whose_labels_do_not_fit_its_outputs_is_refused_in_one_line(album, tmp_path):
     spec = artifact.model_info(tflite_model.load(MODEL)).spec
     bad = tmp_path / "three_labels.tflite"
-    bad.write_bytes(artifact.embed(MODEL.read_bytes(), ["Bag", "Coat", "Shirt"], spec))
+    # Written as another tool could: artifact.embed itself refuses labels that do not fit.
+    doc = artifact.metadata_bytes(["Bag", "Coat", "Shirt"], spec)
+    bad.write_bytes(tflite_model.embed_metadata(MODEL.read_bytes(), artifact.METADATA_ENTRY, doc))
     result = CliRunner().invoke(main, ["tag", "-m", str(bad), str(album)])
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
@@ -274,3 +243,133 @@ def test_a_damaged_manifest_is_refused_not_overwritten(album, tmp_path):
         )
         assert result.exit_code == 1 and f"not an edgenn {fmt} manifest" in result.stderr
         assert out.read_text() == text
+
+
+def _finishes(fn, seconds=30, fifos=()):
+    """Run ``fn`` in a thread; fail (and unblock any reader of ``fifos``) if it hangs."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for fifo in fifos:  # a reader blocked on a FIFO gets EOF once a writer comes and goes
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"hung for {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def test_links_and_fifos_given_as_photos_are_one_failed_file_each(album):
+    loop = album / "loop.jpg"
+    loop.symlink_to(loop)
+    dangling = album / "gone.jpg"
+    dangling.symlink_to(album / "nowhere.jpg")
+    fifo = album / "pipe.jpg"
+    os.mkfifo(fifo)
+    good = album / "Bag-0.jpg"
+    args = ["tag", "-m", str(MODEL), str(good), str(loop), str(dangling), str(fifo), "--json"]
+    result = _finishes(lambda: CliRunner().invoke(main, args), fifos=[fifo])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tagged"] == 1 and summary["failed"] == 3
+    errors = {os.path.basename(f["photo"]): f["error"] for f in summary["failures"]}
+    assert "symlink loop" in errors["loop.jpg"] and "dangling symlink" in errors["gone.jpg"]
+    assert "not a regular file" in errors["pipe.jpg"]
+    assert all("\n" not in e for e in errors.values())
+    # In a folder walk they are not photos: the run neither hangs nor stops.
+    result = _finishes(
+        lambda: CliRunner().invoke(main, ["tag", "-m", str(MODEL), str(album), "--json"]),
+        fifos=[fifo],
+    )
+    assert json.loads(result.stdout)["photos"] == 15
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """shoe.jpg and shoe.png (the same real photo as JPEG and PNG) beside bag.jpg."""
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    _photo(next(SAMPLES.glob("Sneaker/*.jpg")), folder / "shoe.jpg")
+    Image.open(folder / "shoe.jpg").save(folder / "shoe.png")
+    _photo(next(SAMPLES.glob("Bag/*.jpg")), folder / "bag.jpg")
+    return folder
+
+
+def _tag_json(*args):
+    result = CliRunner().invoke(main, ["tag", "-m", str(MODEL), *map(str, args), "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_sidecar_replace_names_that_collide_are_reported_not_lost(pair):
+    for run in range(2):  # a rerun reports them again: nothing is skipped as if done
+        code, summary = _tag_json(pair, "--sidecar", "replace")
+        assert code == 1 and summary["failed"] == 2
+        assert (summary["tagged"], summary["skipped"]) == ((1, 0), (0, 1))[run]
+        errors = {os.path.basename(f["photo"]): f["error"] for f in summary["failures"]}
+        assert set(errors) == {"shoe.jpg", "shoe.png"}
+        assert "shoe.png" in errors["shoe.jpg"] and "shoe.jpg" in errors["shoe.png"]
+        assert all("shoe.xmp" in e and "--sidecar ext" in e for e in errors.values())
+        assert not (pair / "shoe.xmp").exists() and (pair / "bag.xmp").is_file()
+    code, summary = _tag_json(pair, "--sidecar", "replace", "--dry-run")
+    assert code == 1 and summary["failed"] == 2
+    code, summary = _tag_json(pair, "--sidecar", "ext")
+    assert code == 0 and summary["tagged"] == 3
+
+
+def test_a_photo_added_beside_a_tagged_one_is_not_skipped(pair):
+    """shoe.xmp was written for shoe.jpg; shoe.png arrives later: neither is taken as done."""
+    (pair / "shoe.png").rename(pair / "later.png")
+    code, summary = _tag_json(pair, "--sidecar", "replace")
+    assert code == 0 and summary["tagged"] == 3 and (pair / "shoe.xmp").is_file()
+    (pair / "later.png").rename(pair / "shoe.png")
+    before = (pair / "shoe.xmp").read_bytes()
+    code, summary = _tag_json(pair / "shoe.png", "--sidecar", "replace")
+    assert code == 1 and summary["skipped"] == 0 and summary["failed"] == 1
+    assert "shoe.jpg" in summary["failures"][0]["error"]
+    assert (pair / "shoe.xmp").read_bytes() == before
+
+
+def test_a_heic_photo_names_the_package_that_reads_it(tmp_path):
+    if optional.available("pillow_heif"):
+        pytest.skip("pillow-heif is installed: HEIC photos are read")
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(HEIC_HEADER)
+    code, summary = _tag_json(photo)
+    assert code == 1
+    error = summary["failures"][0]["error"]
+    assert "pillow-heif" in error and optional.dependency("pillow_heif").install in error
+
+
+def test_a_retag_keeps_the_manifest_entries_of_other_photos(album, tmp_path):
+    out = tmp_path / "tags.json"
+    code, summary = _tag_json(album, "--format", "json", "-o", out)
+    assert summary["tagged"] == 12
+    code, summary = _tag_json(album / "Bag-0.jpg", "--format", "json", "-o", out, "--retag")
+    assert code == 0 and summary["tagged"] == 1
+    assert len(json.loads(out.read_text())["photos"]) == 12
+
+
+def test_a_retag_never_replaces_a_file_that_is_not_a_manifest(album, tmp_path):
+    for fmt, text in (("json", '{"mine": 1}\n'), ("csv", "name,size\nx,1\n")):
+        out = tmp_path / f"notes.{fmt}"
+        out.write_text(text)
+        result = CliRunner().invoke(
+            main, ["tag", "-m", str(MODEL), str(album), "--format", fmt, "-o", str(out), "--retag"]
+        )
+        assert result.exit_code == 1 and f"not an edgenn {fmt} manifest" in result.stderr
+        assert out.read_text() == text
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    result = CliRunner().invoke(
+        main, ["tag", "-m", str(MODEL), str(album), "--format", "json", "-o", str(folder)]
+    )
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "is a folder" in result.stderr

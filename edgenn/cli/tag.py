@@ -73,8 +73,10 @@ Examples:
 def tag(photos: tuple[Path, ...], **opts: Any) -> None:
     """Tag photos with a model as XMP keywords (dc:subject, lr:hierarchicalSubject).
 
-    Photos are never opened for writing; existing sidecars are merged. Exit code 0 when every
-    photo was handled (tagged or already tagged), 1 when any failed.
+    Photos are never opened for writing; existing sidecars are merged, keeping their mode and
+    owner, and a retag removes only the keywords edgenn added (yours stay). Photos that would
+    share a sidecar (img.jpg and img.png with --sidecar replace) fail, with the reason. Exit
+    code 0 when every photo was handled (tagged or already tagged), 1 when any failed.
     """
     files = tag_lib.find_photos(photos, opts["recursive"])
     summary, results = tag_lib.tag(
