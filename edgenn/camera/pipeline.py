@@ -517,7 +517,7 @@ def run_camera(
     smoother = Smoother(options.smooth_mode, options.smooth)
     classifier = Classifier(model, threads=options.threads)
     serve_at = parse_serve(options.serve) if options.serve else None
-    source = open_source(options.source, on_warning)
+    source = open_source(options.source, on_warning, preprocess.decode_side(classifier.spec))
     stop = stop or threading.Event()
     capture = Capture(source, options.every_frame, options.reconnect, stop, on_warning)
     outputs = _Outputs(options, on_warning)

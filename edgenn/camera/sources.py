@@ -139,6 +139,8 @@ class FolderSource(Source):
     Args:
         folder: The folder.
         on_warning: Told about each image that is skipped.
+        min_side: Decode JPEGs at reduced scale down to this side at least
+            (:func:`edgenn.preprocess.decode_side`), exactly as predict and tag read the same file.
 
     Raises:
         EdgennError: The folder holds no images.
@@ -146,7 +148,10 @@ class FolderSource(Source):
 
     live = False
 
-    def __init__(self, folder: Path, on_warning: Warn | None = None) -> None:
+    def __init__(
+        self, folder: Path, on_warning: Warn | None = None, min_side: int | None = None
+    ) -> None:
+        self.min_side = min_side
         self.files = preprocess.image_files(folder)
         if not self.files:
             raise EdgennError(f"{folder} holds no images to play as frames.")
@@ -160,7 +165,7 @@ class FolderSource(Source):
             path = self.files[self.index]
             self.index += 1
             try:
-                return np.asarray(preprocess.open_image(path, "RGB"))
+                return np.asarray(preprocess.open_image(path, "RGB", self.min_side))
             except EdgennError as exc:
                 self.warn(f"skipping frame {path}: {exc.message}")
         return None
@@ -204,12 +209,13 @@ def _missing_camera_message(spec: str) -> str:
     )
 
 
-def open_source(spec: str, on_warning: Warn | None = None) -> Source:
+def open_source(spec: str, on_warning: Warn | None = None, min_side: int | None = None) -> Source:
     """Open a frame source from its ``--source`` text.
 
     Args:
         spec: Camera index, ``/dev/videoN``, ``picamera2``, a video file, an image folder or a URL.
         on_warning: Told about frames a folder source skips.
+        min_side: An image folder's reduced-scale JPEG decoding limit (see :class:`FolderSource`).
 
     Returns:
         The source.
@@ -222,7 +228,7 @@ def open_source(spec: str, on_warning: Warn | None = None) -> Source:
         return Picamera2Source()
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(path, on_warning)
+        return FolderSource(path, on_warning, min_side)
     if not (spec.isdigit() or spec.startswith("/dev/video") or "://" in spec or path.is_file()):
         raise EdgennError(_missing_camera_message(spec))
     return OpenCVSource(spec)
