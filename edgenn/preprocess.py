@@ -233,6 +233,20 @@ def open_image(path: Path, color_mode: str, min_side: int | None = None) -> Imag
             ) from None
 
 
+def image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """An image file's ``(width, height)`` and Pillow mode, from its header only.
+
+    The same checks as :func:`open_image` (regular file, identified format, pixel limit), without
+    decoding the pixels: what a data set survey needs.
+
+    Raises:
+        EdgennError: The file is missing, not a regular file, not an image, or over the limit.
+    """
+    path = Path(path)
+    with os.fdopen(open_regular(path, "an image"), "rb") as fh, _open_pillow(fh, path) as img:
+        return img.size, img.mode
+
+
 def _open_pillow(fh: IO[bytes], path: Path) -> Image.Image:
     """Pillow's (lazy) image of an open file, identified and within the pixel limit.
 

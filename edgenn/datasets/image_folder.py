@@ -6,7 +6,6 @@ import collections
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edgenn import preprocess
 from edgenn.datasets.dataset import Dataset
@@ -69,14 +68,11 @@ def _survey(paths: list[Path]) -> tuple[collections.Counter, bool]:
     gray = True
     for path in paths:
         try:
-            with Image.open(path) as img:
-                sizes[img.size] += 1
-                gray = gray and img.mode in GRAYSCALE_MODES
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is the same user error
-            raise EdgennError(
-                f"{path} is not a readable image ({exc.__class__.__name__}: {exc}).",
-                "Remove or replace the file.",
-            ) from None
+            size, mode = preprocess.image_header(path)
+        except EdgennError as exc:
+            raise EdgennError(exc.message, "Remove or replace the file.") from None
+        sizes[size] += 1
+        gray = gray and mode in GRAYSCALE_MODES
     return sizes, gray
 
 
