@@ -466,17 +466,20 @@ def test_serve_values():
 
 
 def test_serve_on_ipv6_loopback(tmp_path):
-    """--serve [::1]:0 listens on IPv6: the page answers there, and the URL and summary put the
-    address in brackets with the port it got."""
+    """--serve [::1]:0 listens on IPv6: the page answers there (to its own name only), and the URL
+    and summary put the address in brackets with the port it got."""
     folder = tmp_path / "folder"
     folder.mkdir()
     for f in FRAMES[:3]:
         shutil.copy(f, folder / f.name)
     answers: list[tuple[str, int, bytes]] = []
+    misdirected: list[int] = []
 
     def fetch(url: str) -> None:
         with urllib.request.urlopen(url + "latest.json", timeout=5) as reply:
             answers.append((url, reply.status, reply.read()))
+        address = ("::1", int(url.rstrip("/").rpartition(":")[2]))
+        misdirected.append(_ask(address, "Host: evil.example", path="/latest.json")[0])
 
     summary = run_camera(
         MODEL,
@@ -486,7 +489,7 @@ def test_serve_on_ipv6_loopback(tmp_path):
     ((url, status, body),) = answers
     port = int(summary.served_at.rpartition(":")[2])
     assert port > 0 and summary.served_at == f"[::1]:{port}" and url == f"http://[::1]:{port}/"
-    assert status == 200 and json.loads(body) == {}
+    assert status == 200 and json.loads(body) == {} and misdirected == [421]
     assert summary.frames == 3
 
 
@@ -641,3 +644,158 @@ def test_stream_password_is_never_shown():
         stream.close()
     assert "camera http://viewer:***@127.0.0.1:" in pages[0] and "s3cret" not in pages[0]
     assert warnings and not any("s3cret" in w for w in [*warnings, str(stopped.value)])
+
+
+def _ask(address: tuple, *headers: str, path: str = "/") -> tuple[int, bytes]:
+    """GET ``path`` over a real socket with exactly these header lines: status and body (the
+    body only when it has a length: a stream that is served never ends)."""
+    with socket.create_connection(address[:2], timeout=5) as s:
+        lines = [f"GET {path} HTTP/1.1", *headers, "Connection: close", "", ""]
+        s.sendall("\r\n".join(lines).encode("latin-1"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        length = [
+            int(h.split(b":")[1])
+            for h in head.lower().split(b"\r\n")
+            if h.startswith(b"content-length:")
+        ]
+        while length and len(body) < length[0]:
+            chunk = s.recv(65536)
+            assert chunk, body
+            body += chunk
+        return status, body
+
+
+def _hosts_answered(view: WebView, hosts: list[str], path: str = "/") -> dict[str, int]:
+    return {host: _ask(view.address, f"Host: {host}", path=path)[0] for host in hosts}
+
+
+def _foreign_hosts(port: int) -> list[list[str]]:
+    """Host header lines a view on 127.0.0.1:``port`` must refuse."""
+    return [
+        ["Host: evil.example"],
+        [f"Host: evil.example:{port}"],
+        [f"Host: 127.0.0.1.evil.example:{port}"],
+        ["Host: localhost.evil.example"],
+        [],  # no Host header at all
+        [f"Host: 127.0.0.1:{port}", "Host: evil.example"],
+        [f"Host: 127.0.0.1:{port}x"],
+        ["Host: [::1"],
+        ["Host: ::1"],
+        ["Host: [127.0.0.1]"],
+        ["Host: 192.0.2.7"],  # an address, but not the one bound
+        [f"Host: {socket.gethostname()}"],  # this machine's name, but the view is loopback only
+    ]
+
+
+def test_web_view_refuses_other_host_names(caplog, capfd):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 must not read the
+    view. Every path answers 421 with one line to a Host header that does not name the view (also
+    none, two, or malformed ones), logs it once, prints nothing; the view's own names still work."""
+    view = WebView("127.0.0.1", 0, "model", "source")
+    port = view.address[1]
+    view.publish(np.zeros((8, 8, 3), np.uint8), _frame_result(0))
+    good = [f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LocalHost.", "[::1]:80"]
+    try:
+        with caplog.at_level("DEBUG", logger="edgenn.camera.web"):
+            for path in ["/", "/latest.json", "/stream.mjpg", "/missing"]:
+                for headers in _foreign_hosts(port):
+                    status, body = _ask(view.address, *headers, path=path)
+                    assert status == 421, (path, headers)
+                    assert body.count(b"\n") == 1 and view.url.encode() in body, body
+        assert _hosts_answered(view, good + ["[0:0::1]"]) == dict.fromkeys(good + ["[0:0::1]"], 200)
+        assert _hosts_answered(view, good, path="/latest.json") == dict.fromkeys(good, 200)
+        # The stream starts for the view's own name (a 200, then frames).
+        assert _ask(view.address, f"Host: localhost:{port}", path="/stream.mjpg")[0] == 200
+    finally:
+        view.close()
+    refused = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert refused and all(r.name == "edgenn.camera.web" for r in refused)
+    # Once per Host header at WARNING (a hostile page retrying in a loop does not flood the log).
+    assert sum("Host 'evil.example':" in r.getMessage() for r in refused) == 1
+    assert sum("Host missing:" in r.getMessage() for r in refused) == 1
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_web_view_on_every_interface_answers_addresses_and_this_machines_names():
+    """Bound to 0.0.0.0: any IP literal (the viewer on the network types the Pi's address),
+    localhost and this machine's names answer; other names still get 421."""
+    view = WebView("0.0.0.0", 0, "model", "source")
+    port = view.address[1]
+    name = socket.gethostname()
+    good = [
+        f"192.0.2.7:{port}",
+        "10.1.2.3",
+        "[2001:db8::1]:80",
+        f"0.0.0.0:{port}",
+        "localhost",
+        name,
+        f"{name.upper()}:{port}",
+        socket.getfqdn(),
+        f"{name.split('.')[0]}.local",
+    ]
+    try:
+        assert _hosts_answered(view, good) == dict.fromkeys(good, 200)
+        bad = ["evil.example", f"{name}.evil.example", f"evil-{name}", "192.0.2.7.nip.io"]
+        assert _hosts_answered(view, bad, path="/latest.json") == dict.fromkeys(bad, 421)
+    finally:
+        view.close()
+
+
+def test_web_view_on_ipv6_loopback_and_by_name_checks_the_host_too():
+    """[::1] answers [::1] and localhost; a view bound by name answers that name."""
+    for bound, good, bad in [
+        ("::1", ["[::1]", "localhost", "127.0.0.1"], ["evil.example", "[2001:db8::1]"]),
+        ("localhost", ["localhost", "127.0.0.1"], ["evil.example", "192.0.2.7"]),
+    ]:
+        view = WebView(bound, 0, "model", "source")
+        port = view.address[1]
+        try:
+            hosts = [f"{h}:{port}" for h in good + bad]
+            assert _hosts_answered(view, hosts) == {
+                f"{h}:{port}": 200 if h in good else 421 for h in good + bad
+            }
+        finally:
+            view.close()
+
+
+SERVE_SCRIPT = """
+import sys
+from edgenn.cli import main
+main(["camera", "-m", sys.argv[1], "--source", sys.argv[2], "--serve", "127.0.0.1:0"])
+"""
+
+
+def test_cli_serve_prints_each_refused_host_once_as_a_warning():
+    """edgenn camera --serve: a request for another host name gets 421 and one warning line on
+    stderr (not a traceback, not one line per retry); the view still answers its own address."""
+    stream = _Stream()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE_SCRIPT, str(MODEL), stream.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = proc.stderr.readline()
+        assert first.startswith("edgenn: web view at http://127.0.0.1:"), first
+        port = int(first.split()[4].rstrip("/").rpartition(":")[2])
+        answers = [_ask(("127.0.0.1", port), "Host: evil.example")[0] for _ in range(3)]
+        answers.append(_ask(("127.0.0.1", port), f"Host: 127.0.0.1:{port}")[0])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stream.close()
+    assert proc.returncode == 0, err
+    assert answers == [421, 421, 421, 200]
+    refused = [line for line in err.splitlines() if "refused" in line]
+    assert len(refused) == 1 and refused[0].startswith(
+        "edgenn: warning: web view refused a request from 127.0.0.1 with Host 'evil.example': "
+    ), err
+    assert "Traceback" not in err

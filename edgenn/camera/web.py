@@ -5,7 +5,8 @@ encodes and sends it, so viewers never slow inference down, and a viewer that di
 ends its thread. Standard library only: ``http.server`` with one thread per connection, at most
 :data:`MAX_CONNECTIONS` of them (more get 503), and :data:`REQUEST_TIMEOUT` for a connection to
 send its request and for each send to a viewer, so idle, half-sent or stalled connections end.
-Labels reach the page as text only (never as HTML).
+Labels reach the page as text only (never as HTML). A request whose ``Host`` header does not name
+the view gets 421 (:class:`HostCheck`), so a web page cannot read it through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import errno
 import html
 import http.server
 import io
+import ipaddress
 import json
 import logging
 import socket
@@ -42,6 +44,14 @@ JPEG_QUALITY = 80
 MAX_CONNECTIONS = 32
 #: Seconds a connection has to send its whole request, and a send to a viewer may block.
 REQUEST_TIMEOUT = 10.0
+#: Host names that reach this machine only: a view on a loopback address or on every interface
+#: answers to them (see :class:`HostCheck`).
+LOOPBACK_NAMES = ("localhost",)
+#: Addresses a view bound to a loopback address answers to, besides its own.
+LOOPBACK_ADDRESSES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+#: Distinct refused ``Host`` headers logged as warnings; the rest (a page retrying in a loop, a
+#: scan) go to debug, so they cannot flood the log.
+LOGGED_REFUSALS = 32
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,8 @@ class WebView:
         max_connections: Connections served at once (more get 503).
         timeout: Seconds a connection has to send its request, and a send may block.
 
+    Requests must name the view in their ``Host`` header (:class:`HostCheck`); others get 421.
+
     Raises:
         EdgennError: The address cannot be bound (in use, not this machine's, unresolvable).
     """
@@ -119,6 +131,7 @@ class WebView:
         ).encode()
         self.server = _bind(host, port, self, max_connections, timeout)
         self.address = self.server.server_address
+        self.hosts = HostCheck(self.address[0], host)
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="edgenn-web", daemon=True
         )
@@ -176,6 +189,111 @@ class WebView:
 def format_address(host: str, port: int) -> str:
     """``HOST:PORT``, with an IPv6 address in brackets (``[::1]:8000``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IPAddress | None:
+    """The address ``text`` spells, without an IPv6 zone (``%eth0``), or None for a name."""
+    try:
+        return ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+
+
+def host_of(header: str) -> str | None:
+    """The host of a ``Host`` header value, lower case, without port, brackets or final dot.
+
+    Args:
+        header: ``NAME``, ``NAME:PORT``, ``ADDRESS:PORT`` or ``[IPV6]:PORT`` (port optional).
+
+    Returns:
+        The host (an IPv6 address without brackets), or None when the value is not of that form.
+    """
+    value = header.strip().lower()
+    if value.startswith("["):
+        host, closed, port = value[1:].partition("]")
+        if not closed or (port and not port.startswith(":")):
+            return None
+        if not isinstance(_ip(host), ipaddress.IPv6Address):
+            return None  # brackets hold an IPv6 address only
+        port = port[1:]
+    else:
+        host, _, port = value.partition(":")  # a bare IPv6 address leaves a "port" with colons
+        host = host.rstrip(".")  # "localhost." is the absolute form of "localhost"
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    if not host or not host.isascii() or any(c.isspace() or not c.isprintable() for c in host):
+        return None
+    return host
+
+
+class HostCheck:
+    """Which ``Host`` headers the view answers: its guard against DNS rebinding.
+
+    A page on a name its author controls (evil.example) can re-point that name at 127.0.0.1 or at
+    this machine's LAN address once the browser has loaded it; the browser then lets its script
+    read the view as same-origin, but still sends ``Host: evil.example``. So the view answers only
+    a request with one ``Host`` header naming it: always its bound address and the host given to
+    ``--serve``; on a loopback address also ``localhost``, ``127.0.0.1`` and ``[::1]``; on any other
+    address also this machine's names (:meth:`machine_names`); on 0.0.0.0 or ``::`` also any IP
+    address (a page's own origin is a name, so it cannot make the browser send an address) and
+    ``localhost``. The port is not compared: an SSH tunnel or a proxy may forward another port.
+
+    Args:
+        bound: The address the view's socket is bound to.
+        named: The host given to ``--serve`` (an address or a name).
+    """
+
+    def __init__(self, bound: str, named: str) -> None:
+        self.bound = _ip(bound)
+        self.loopback = bool(self.bound and self.bound.is_loopback)
+        self.anywhere = bool(self.bound and self.bound.is_unspecified)
+        self.names = {named.lower().rstrip(".")}
+        if self.loopback or self.anywhere:
+            self.names.update(LOOPBACK_NAMES)
+        self.lock = threading.Lock()
+        self._machine: frozenset[str] | None = None
+        self.logged: set[str | None] = set()
+
+    def allows(self, headers: list[str] | None) -> bool:
+        """True if ``headers`` (every ``Host`` header of a request) is one value naming the view."""
+        host = host_of(headers[0]) if headers and len(headers) == 1 else None
+        if host is None:
+            return False
+        address = _ip(host)
+        if address is not None:
+            return (
+                self.anywhere
+                or address == self.bound
+                or (self.loopback and address in LOOPBACK_ADDRESSES)
+            )
+        return host in self.names or (not self.loopback and host in self.machine_names())
+
+    def machine_names(self) -> frozenset[str]:
+        """This machine's names: its host name, short name, FQDN and mDNS name (``NAME.local``).
+
+        Looked up on the first request that needs them, not at start-up: the FQDN look-up can
+        stall for seconds on a machine without DNS.
+        """
+        with self.lock:
+            if self._machine is None:
+                name = socket.gethostname().lower().rstrip(".")
+                short = name.partition(".")[0]
+                fqdn = socket.getfqdn(name).lower().rstrip(".")
+                # Raspberry Pi OS (avahi) announces NAME.local: how viewers on the LAN find it.
+                self._machine = frozenset({name, short, fqdn, f"{short}.local"} - {""})
+            return self._machine
+
+    def first_refusal(self, headers: list[str] | None) -> bool:
+        """True the first time these ``Host`` headers are refused (for the first few values)."""
+        key = None if not headers else "\n".join(h[:100] for h in headers)
+        with self.lock:
+            if key in self.logged or len(self.logged) >= LOGGED_REFUSALS:
+                return False
+            self.logged.add(key)
+            return True
 
 
 def _bind(host: str, port: int, view: WebView, max_connections: int, timeout: float) -> _Server:
@@ -347,10 +465,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Stay quiet: stderr belongs to the pipeline's own messages."""
 
     def parse_request(self) -> bool:
-        """Parse the request line and headers, then lift the connection's request deadline."""
+        """Parse the request, lift the connection's request deadline, check its ``Host``."""
         ok = super().parse_request()
         self.server.request_read(self.connection)
+        if ok and not self.server.view.hosts.allows(self.headers.get_all("Host")):
+            self._misdirected()
+            return False
         return ok
+
+    def _misdirected(self) -> None:
+        """Answer 421 to a request whose ``Host`` does not name the view, and log it."""
+        view, headers = self.server.view, self.headers.get_all("Host")
+        shown = None if headers is None else [h[:100] for h in headers]
+        level = logging.WARNING if view.hosts.first_refusal(headers) else logging.DEBUG
+        log.log(
+            level,
+            "web view refused a request from %s with Host %s: not this view's address or name "
+            "(protection against DNS rebinding); open it at %s, or bind the name it is opened "
+            "by (--serve NAME:PORT)",
+            self.client_address[0],
+            "missing" if shown is None else ", ".join(map(repr, shown)),
+            view.url,
+        )
+        self.close_connection = True
+        body = (
+            "The Host header does not name this camera view (refused against DNS rebinding); "
+            f"open it by its address, e.g. {view.url}\n"
+        )
+        self._send(http.HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8", body.encode())
 
     def do_GET(self) -> None:
         """Serve the page, the JSON endpoint or the MJPEG stream."""

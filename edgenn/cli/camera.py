@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import click
 
 from edgenn.camera import SMOOTH_MODES, VIDEO_CODECS, CameraOptions, FrameResult, run_camera
 from edgenn.camera.web import DEFAULT_HOST, MAX_CONNECTIONS
+from edgenn.camera.web import log as web_log
 from edgenn.cli.base import main
 
 #: The library's defaults (:class:`CameraOptions`) are the options' defaults.
@@ -60,7 +64,9 @@ Examples:
     "--serve",
     default=DEFAULTS["serve"],
     help="Serve a live page and MJPEG stream at HOST:PORT, [IPV6]:PORT or PORT (host "
-    f"{DEFAULT_HOST}); at most {MAX_CONNECTIONS} connections at once.",
+    f"{DEFAULT_HOST}); at most {MAX_CONNECTIONS} connections at once. Against DNS rebinding, "
+    "it answers only requests for HOST, localhost on a loopback HOST, and an IP address or this "
+    "machine's name on 0.0.0.0 (others get 421): bind NAME:PORT to open it by another name.",
 )
 @click.option(
     "--max-frames", type=int, default=DEFAULTS["max_frames"], help="Stop after N classified frames."
@@ -102,9 +108,10 @@ def camera(model: Path, headless: bool, **opts: Any) -> None:
             click.echo(json.dumps(dataclasses.asdict(result)))
             sys.stdout.flush()
 
-    summary = run_camera(
-        model, options, on_result=printed, on_serving=_serving, on_warning=_warning
-    )
+    with _web_warnings_on_stderr():
+        summary = run_camera(
+            model, options, on_result=printed, on_serving=_serving, on_warning=_warning
+        )
     click.echo(
         f"edgenn: {summary.frames} frames in {summary.seconds:.1f}s ({summary.fps} fps, {summary.dropped} "
         f"dropped); stopped by {summary.stopped_by}",
@@ -120,3 +127,19 @@ def _serving(url: str) -> None:
 
 def _warning(message: str) -> None:
     click.echo(f"edgenn: warning: {message}", err=True)
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _warning(record.getMessage())
+
+
+@contextlib.contextmanager
+def _web_warnings_on_stderr() -> Iterator[None]:
+    """Print the web view's logged warnings (refused requests) like the pipeline's own."""
+    handler = _WarningHandler(logging.WARNING)
+    web_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        web_log.removeHandler(handler)
