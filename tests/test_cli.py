@@ -149,7 +149,17 @@ def test_train_human_summary(tmp_path):
 
 def _library_choices() -> dict[tuple[str, str], object]:
     """Every click.Choice of the CLI -> the library object that owns the list."""
-    from edgenn import bundle, camera, precision, preprocess, runtime, tag, targets, xmp
+    from edgenn import (
+        bundle,
+        camera,
+        precision,
+        preprocess,
+        quantization,
+        runtime,
+        tag,
+        targets,
+        xmp,
+    )
     from edgenn import datasets as ds
     from edgenn.host import convert, models
     from edgenn.host import train as host_train
@@ -161,7 +171,7 @@ def _library_choices() -> dict[tuple[str, str], object]:
         ("bundle", "target"): bundle.BUNDLE_TARGETS,
         ("bundle", "service"): bundle.SERVICES,
         ("camera", "smooth_mode"): camera.SMOOTH_MODES,
-        ("convert", "quantize"): precision.PRECISIONS,
+        ("convert", "quantize"): quantization.QUANTIZE_CHOICES,
         ("convert", "io_type"): precision.IO_TYPES,
         ("convert", "target"): targets.TARGETS,
         ("inspect", "target"): targets.TARGETS,

@@ -413,3 +413,121 @@ def test_firmware_refuses_a_dynamic_range_model_and_takes_the_micro_one(mlp_run,
     assert result.max_lsb_difference <= 1 and result.exact_examples >= 190
     assert result.ops == ["RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
     assert result.arena_min_bytes == micro.check["details"]["arena"]["minimum_bytes"]
+
+
+@pytest.fixture(scope="module")
+def outlier_run(mlp_run, tmp_path_factory):
+    """The MLP run with an outlier channel: a model that really suffers under int8.
+
+    Hidden unit 0 is scaled up 1000x and the output layer's weights that read it down 1000x.
+    ReLU commutes with a positive scale, so the float model computes the same function (same
+    accuracy), but the hidden tensor now has one channel 1000x wider than the other 31, and int8
+    gives a whole activation tensor one scale: the other units fall to a level or two. That is
+    the outlier-channel problem of models trained without normalization, made deterministic.
+    """
+    import shutil
+
+    import keras
+
+    run = tmp_path_factory.mktemp("outlier") / "run"
+    shutil.copytree(mlp_run.run_dir, run)
+    model = keras.models.load_model(run / "model.keras")
+    hidden, head = model.get_layer("dense_0"), model.layers[-1]
+    (w1, b1), (w2, b2) = hidden.get_weights(), head.get_weights()
+    w1[:, 0] *= 1000
+    b1[0] *= 1000
+    w2[0] /= 1000
+    hidden.set_weights([w1, b1])
+    head.set_weights([w2, b2])
+    model.save(run / "model.keras")
+    return run
+
+
+def test_auto_ladder_leaves_int8_for_a_model_that_suffers(outlier_run, tmp_path):
+    out = tmp_path / "auto" / "m.tflite"
+    result = convert(outlier_run, out, quantize="auto", report=True)
+    first, chosen = result.ladder[0], result.ladder[-1]
+    assert set(first) >= {"precision", "accuracy", "drop_points", "size_bytes", "chosen"}
+    # Full int8 fails the gate by far; keeping both ends of the outlier tensor in float does not.
+    assert first["precision"] == "int8" and first["drop_points"] > 20 and not first["chosen"]
+    assert chosen["chosen"] and [e["chosen"] for e in result.ladder].count(True) == 1
+    assert result.quantize == chosen["precision"] == "int8-mixed"
+    assert result.accuracy_drop_points == chosen["drop_points"] <= 1.0
+    kept = [k["op"] for k in chosen["kept_float"]]
+    assert kept.count("FULLY_CONNECTED") == 2 and chosen["size_bytes"] > first["size_bytes"]
+    assert chosen["latency_ms"] > 0 and first["latency_ms"] > 0
+    assert result.decision.startswith("int8-mixed (ops ") and "lost" in result.decision
+    model = tflite_model.load(out)
+    dense_outputs = {
+        model.tensors[op.outputs[0]].dtype for op in model.ops if op.name == "FULLY_CONNECTED"
+    }
+    assert dense_outputs == {"float32"} and "int8" in {t.dtype for t in model.tensors}
+    # The written file itself, run again on part of the test split, keeps the float accuracy.
+    x, y = _test_inputs(outlier_run)
+    assert np.mean(Runner(out).predict(x).argmax(1) == y) > first["accuracy"] + 0.3
+    # The report explains the int8 step the ladder left behind, and what would fix it.
+    doc = json.loads((out.parent / "quantization.json").read_text())
+    assert doc["precision"] == "int8" and doc["written_precision"] == "int8-mixed"
+    assert [e["precision"] for e in doc["ladder"]] == [e["precision"] for e in result.ladder]
+    assert doc["ops"][0]["snr_db"] < 5 and doc["ops"][0]["op"] in ("FULLY_CONNECTED", "SOFTMAX")
+    assert any("outlier channels" in r for r in doc["remedies"])
+    assert (out.parent / "quantization.png").stat().st_size > 5000 and result.report_seconds > 0
+
+
+def _test_inputs(run):
+    splits = data.make_splits(data.load_data_spec(run))
+    return splits.model_inputs(splits.x_test[:2000]), splits.y_test[:2000]
+
+
+def test_auto_stops_at_int8_when_int8_is_fine(mlp_run, tmp_path):
+    """A sweep stops at its first count within the gate, and so does the ladder."""
+    result = convert(
+        mlp_run.run_dir, tmp_path / "m.tflite", quantize="auto", calibration_samples=[50, 300]
+    )
+    assert len(result.ladder) == 1 and result.ladder[0]["chosen"]
+    assert result.quantize == "int8" and result.calibration_samples == 50
+    assert result.decision.startswith("int8 (50 calibration samples) written: lost")
+
+
+def test_full_int8_target_blames_layers_and_names_remedies(outlier_run, tmp_path):
+    out = tmp_path / "micro" / "m.tflite"
+    with pytest.raises(EdgennError) as failed:
+        convert(outlier_run, out, target="micro", calibration_samples=[100, 400])
+    text = str(failed.value)
+    assert (
+        "int8 (100 calibration samples) lost" in text
+        and "int8 (400 calibration samples) lost" in text
+    )
+    assert "Layers to blame in the int8 model: op " in text and "FULLY_CONNECTED" in text
+    assert "has outlier channels" in text and "--target micro --calibration-samples 400," in text
+    # micro runs full int8 only: no ladder is offered.
+    assert "--quantize auto" not in text and not out.parent.exists()
+
+
+def test_int8_failure_offers_the_ladder(outlier_run, tmp_path):
+    with pytest.raises(EdgennError) as failed:
+        convert(outlier_run, tmp_path / "m.tflite", quantize="int8")
+    assert "int8 conversion lost" in failed.value.message
+    assert "--quantize auto (int8 -> int8-mixed -> dynamic -> fp16;" in failed.value.hint
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_cli_auto_report_and_inspect(mlp_run, tmp_path):
+    out = tmp_path / "cli" / "m.tflite"
+    args = ["convert", str(mlp_run.run_dir), "--quantize", "auto", "--report", "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ladder"][0]["precision"] == "int8" and doc["report"].endswith("quantization.json")
+    shown = CliRunner().invoke(main, ["inspect", str(out)])
+    assert "quantization.json: int8 vs float on " in shown.stdout
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+    bad = CliRunner().invoke(main, [*args[:2], "--calibration-samples", "100,x"])
+    assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+    sweep = CliRunner().invoke(
+        main, [*args[:2], "--quantize", "fp16", "--calibration-samples", "1,2"]
+    )
+    assert sweep.exit_code == 2 and "sweeps int8 calibration" in sweep.output
+    io = CliRunner().invoke(main, [*args[:4], "--io", "uint8", "-o", str(tmp_path / "x.tflite")])
+    assert io.exit_code == 2 and "on some steps of the ladder" in io.output

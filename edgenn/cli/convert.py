@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from edgenn import targets
-from edgenn.cli.base import main, print_json
+from edgenn import quantization, targets
+from edgenn.cli.base import int_list, main, print_json
+from edgenn.errors import EdgennError
 from edgenn.host.convert import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_MAX_ACCURACY_DROP,
@@ -18,12 +19,19 @@ from edgenn.host.convert import (
     TFLITE,
     ConvertResult,
 )
-from edgenn.precision import FLOAT_IO, INT8, IO_TYPES, PRECISIONS
+from edgenn.precision import FLOAT_IO, INT8, IO_TYPES
 
 # Help texts built from the target records, so that a new target or default shows up by itself.
 TARGET_LIST = "; ".join(f"{t.name}: {t.help}" for t in targets.REGISTRY.values())
-QUANTIZE_HELP = "Precision [default: the target's: {}].".format(
-    ", ".join(f"{t.name} {t.default_precision}" for t in targets.REGISTRY.values())
+QUANTIZE_HELP = (
+    "Precision [default: the target's: {}]. {}: the fallback ladder {}, writing the first step "
+    "within --max-accuracy-drop ({} keeps the worst ops in float; targets that need full int8 "
+    "try int8 only)."
+).format(
+    ", ".join(f"{t.name} {t.default_precision}" for t in targets.REGISTRY.values()),
+    quantization.AUTO,
+    " -> ".join(quantization.LADDER),
+    quantization.INT8_MIXED,
 )
 IO_HELP = f"Input/output type of an {INT8} model [default: {{}}].".format(
     ", ".join(
@@ -41,10 +49,12 @@ Examples:
   edgenn convert runs/fmnist-cnn --target micro -o mcu/model.tflite
   edgenn convert runs/fmnist-mlp --quantize dynamic --target tflite-runtime-2.14 -o pi/mlp.tflite
   edgenn convert runs/fmnist-cnn --format onnx -o onnx/fmnist-cnn.onnx
+  edgenn convert runs/fmnist-mlp --quantize auto --report --json
+  edgenn convert runs/fmnist-cnn --target micro --calibration-samples 100,500,2000
 """
 )
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--quantize", type=click.Choice(PRECISIONS), help=QUANTIZE_HELP)
+@click.option("--quantize", type=click.Choice(quantization.QUANTIZE_CHOICES), help=QUANTIZE_HELP)
 @click.option("--io", "io_type", type=click.Choice(IO_TYPES), help=IO_HELP)
 @click.option(
     "--target",
@@ -63,10 +73,12 @@ Examples:
 )
 @click.option(
     "--calibration-samples",
-    type=int,
-    default=DEFAULT_CALIBRATION_SAMPLES,
+    default=str(DEFAULT_CALIBRATION_SAMPLES),
+    callback=int_list,
+    metavar="N[,N...]",
     show_default=True,
-    help="Training examples (stratified) that calibrate int8 ranges.",
+    help="Training examples (stratified) that calibrate int8 ranges; a list such as 100,500,2000 "
+    "tries each in turn and keeps the first within --max-accuracy-drop.",
 )
 @click.option(
     "--max-accuracy-drop",
@@ -81,7 +93,13 @@ Examples:
     type=click.Path(path_type=Path),
     help="The .tflite to write [default: RUN/model_<quantize>.tflite].",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--report",
+    is_flag=True,
+    help=f"Also write {quantization.REPORT_JSON} and {quantization.REPORT_PNG} beside the model: "
+    "every op's error against the float model, worst first, and where it enters.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (and report).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def convert(**opts: Any) -> None:
@@ -102,6 +120,7 @@ def convert(**opts: Any) -> None:
         overwrite=opts["overwrite"],
         verbose=opts["verbose"],
         progress=None if opts["as_json"] else lambda m: click.echo(m, err=True),
+        report=opts["report"],
     )
     if opts["as_json"]:
         print_json(dataclasses.asdict(result))
@@ -115,6 +134,8 @@ def _export_onnx(opts: dict[str, Any]) -> None:
 
     if opts["output"] is None:
         raise click.UsageError(f"--format {ONNX} needs -o MODEL.onnx")
+    if opts["report"]:
+        raise click.UsageError(f"--report compares a quantized .tflite; --format {ONNX} has none")
     exported = export_onnx(opts["source"], opts["output"], opts["overwrite"], opts["verbose"])
     if opts["as_json"]:
         print_json(dataclasses.asdict(exported))
@@ -137,11 +158,34 @@ def _print_conversion(r: ConvertResult) -> None:
         click.echo(f"  test MSE: float {r.float_mse:.4g}, {r.quantize} {r.converted_mse:.4g}")
     ops = ", ".join(f"{o['op']} v{o['version']} x{o['count']}" for o in r.ops)
     click.echo(f"  ops: {ops}; min runtime {r.min_runtime_version}")
+    if len(r.ladder) > 1:
+        _print_ladder(r.ladder)
+    click.echo(f"  {r.decision}")
+    if r.report:
+        click.echo(f"  per-layer report: {r.report} ({r.report_seconds:.2f} s)")
     click.echo(
         targets.TargetReport(
             **{**r.check, "rows": [targets.OpRow(**row) for row in r.check["rows"]]}
         ).table()
     )
+
+
+def _print_ladder(ladder: list[dict[str, Any]]) -> None:
+    """The conversions tried, one line each."""
+    click.echo(f"  {'step':<44} {'accuracy':>9} {'drop':>7} {'size B':>10} {'latency ms':>11}")
+    for step in ladder:
+        label = step["precision"]
+        if step["kept_float"]:
+            label += f" (ops {', '.join(str(k['index']) for k in step['kept_float'])} in float)"
+        elif step["calibration_samples"]:
+            label += f" ({step['calibration_samples']} samples)"
+        acc = f"{step['accuracy']:.2%}" if step["accuracy"] is not None else "-"
+        drop = f"{step['drop_points']:+.2f}" if step["drop_points"] is not None else "-"
+        lat = f"{step['latency_ms']:.4f}" if step["latency_ms"] is not None else "-"
+        mark = " <- written" if step["chosen"] else ""
+        click.echo(
+            f"  {label[:44]:<44} {acc:>9} {drop:>7} {step['size_bytes']:>10,} {lat:>11}{mark}"
+        )
 
 
 @main.command(
@@ -170,12 +214,21 @@ def inspect(model: Path, target: str | None, as_json: bool) -> None:
     parsed = tflite_model.load(model)
     doc = artifact.describe(parsed)
     report = targets.check(parsed, target) if target else None
+    try:
+        stored = quantization.load_report(model)
+    except EdgennError as exc:
+        # A damaged report beside the model must not hide the model's own description.
+        stored = {"ops": [], "error": str(exc)}
     if as_json:
         if report is not None:
             doc["check"] = report.to_dict()
+        if stored is not None:
+            doc["quantization"] = quantization.summary(stored)
         print_json(doc)
         return
     _print_description(model, doc)
+    if stored is not None:
+        _print_quantization(quantization.summary(stored))
     if report is not None:
         click.echo(report.table())
         if any(r.status == targets.FAILS for r in report.rows):
@@ -213,3 +266,29 @@ def _print_description(model: Path, doc: dict[str, Any]) -> None:
             f"  preprocess: {p.get('kind')} {p.get('input_shape')} {p.get('color_mode', '')} "
             f"resize {p.get('resize', '-')} scale {p.get('scale', 1):.6g} offset {p.get('offset', 0)}"
         )
+
+
+def _print_quantization(summary: dict[str, Any]) -> None:
+    """The stored per-layer report's worst ops (``quantization.json`` beside the model)."""
+    if "error" in summary:
+        click.echo(f"  {quantization.REPORT_JSON}: unreadable: {summary['error']}")
+        return
+    analysed = summary["precision"] or "quantized"
+    written = summary["written_precision"]
+    note = f"; the file written is {written}" if written and written != analysed else ""
+    stale = " (STALE: it describes another or an older file)" if summary["stale"] else ""
+    click.echo(
+        f"  {quantization.REPORT_JSON}{stale}: {analysed} vs float on {summary['samples']} "
+        f"examples{note}; output SNR {_db(summary['output_snr_db'])}"
+    )
+    for op in summary["worst"]:
+        click.echo(
+            f"    op {op['index']:>3} {op['op']:<20} SNR {_db(op['snr_db']):>10} "
+            f"cosine {op['cosine'] if op['cosine'] is not None else '-'}  {op['origin']}"
+        )
+    for remedy in summary["remedies"]:
+        click.echo(f"  remedy: {remedy}")
+
+
+def _db(value: float | None) -> str:
+    return "identical" if value is None else f"{value:.1f} dB"

@@ -4,7 +4,10 @@
 and ``data.json`` beside it), pins the batch axis to 1 so that no SHAPE / STRIDED_SLICE / PACK ops
 appear, converts, embeds the labels and preprocessing in the model's metadata, scores the result
 on the test split with the device runtime (the same code a Pi runs), and writes the file only when
-the accuracy drop is within ``max_accuracy_drop``. The target check then says what runs where.
+the accuracy drop is within ``max_accuracy_drop``. ``quantize="auto"`` climbs the fallback ladder
+(:mod:`edgenn.host.ladder`) instead of converting once; ``report=True`` adds the per-layer
+comparison (:mod:`edgenn.quantization`) beside the model. The target check then says what runs
+where.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-from collections.abc import Callable
+import shlex
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgenn import artifact, classify, optional, targets, tflite_model
+from edgenn import artifact, classify, optional, quantization, targets, tflite_model
 from edgenn import datasets as data_mod
 from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_bytes, refuse_existing
-from edgenn.host import models
+from edgenn.host import ladder, models
 from edgenn.host.tfutil import import_tensorflow, quiet_stderr
 from edgenn.precision import (
     DYNAMIC,
@@ -32,7 +37,6 @@ from edgenn.precision import (
     INT8,
     INT8_IO,
     IO_TYPES,
-    PRECISIONS,
     UINT8_IO,
 )
 from edgenn.preprocess import PreprocessSpec, output_to_target
@@ -45,6 +49,8 @@ FORMATS = (TFLITE, ONNX)
 DEFAULT_CALIBRATION_SAMPLES = 300
 #: Accuracy points a conversion may lose before it is refused (nothing is written).
 DEFAULT_MAX_ACCURACY_DROP = 1.0
+#: Batch-1 inferences timed (after a warm-up) for each ladder step's latency figure.
+LATENCY_RUNS = 200
 
 
 @dataclasses.dataclass
@@ -53,7 +59,7 @@ class ConvertResult:
 
     Attributes:
         output: The .tflite written.
-        quantize: Precision.
+        quantize: Precision of the model written (``int8-mixed``: int8 with some ops in float).
         io: Input/output type.
         target: Target checked.
         size_bytes: File size.
@@ -67,6 +73,12 @@ class ConvertResult:
         ops: ``[{"op", "version", "count"}]``.
         min_runtime_version: From the model's metadata.
         check: The target check's report.
+        ladder: Every conversion tried, in order (one for a plain conversion): ``precision``,
+            ``accuracy``, ``drop_points``, ``size_bytes``, ``chosen``, ``latency_ms``,
+            ``calibration_samples`` and ``kept_float`` (ops kept in float).
+        decision: Which step was written, why, and at what size and latency cost.
+        report: The ``quantization.json`` written (``report=True``).
+        report_seconds: What the per-layer comparison took.
     """
 
     output: str
@@ -86,6 +98,10 @@ class ConvertResult:
     ops: list[dict[str, Any]]
     min_runtime_version: str | None
     check: dict[str, Any]
+    ladder: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    decision: str = ""
+    report: str | None = None
+    report_seconds: float | None = None
 
 
 @dataclasses.dataclass
@@ -132,10 +148,16 @@ def _static_batch_model(keras, model, spec: PreprocessSpec):
     return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
-def _convert_bytes(
-    tf, keras_model, quantize: str, io_type: str, target: targets.Target, rep_data, verbose: bool
-) -> bytes:
-    """One TFLiteConverter run; the converter's own output is kept off the terminal."""
+def _no_calibration_data() -> EdgennError:
+    return EdgennError(
+        "int8 quantization needs calibration data from the training split, and this run "
+        "has no data.json to rebuild it.",
+        "Convert a run directory made by edgenn train, or use --quantize dynamic.",
+    )
+
+
+def _converter(tf, keras_model, quantize: str, target: targets.Target, rep_data):
+    """A TFLiteConverter set up for one precision (int8: calibrated on ``rep_data``)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     if quantize in (FP16, DYNAMIC, INT8):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -146,25 +168,37 @@ def _convert_bytes(
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if quantize == INT8:
         if rep_data is None:
-            raise EdgennError(
-                "int8 quantization needs calibration data from the training split, and this run "
-                "has no data.json to rebuild it.",
-                "Convert a run directory made by edgenn train, or use --quantize dynamic.",
-            )
+            raise _no_calibration_data()
         converter.representative_dataset = lambda: ([x[None]] for x in rep_data)
+    return converter
+
+
+@contextlib.contextmanager
+def _converter_errors(what: str, verbose: bool) -> Iterator[None]:
+    """The converter's own output kept off the terminal; its failures as one-line errors."""
+    # The converter prints a "Saved artifact" block to stdout and C++ logs to fd 2.
+    with quiet_stderr(not verbose), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            yield
+        except EdgennError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types
+            message = " ".join(str(exc).split())[:400]
+            raise EdgennError(f"The TFLite converter failed for {what}: {message}") from None
+
+
+def _convert_bytes(
+    tf, keras_model, quantize: str, io_type: str, target: targets.Target, rep_data, verbose: bool
+) -> bytes:
+    """One TFLiteConverter run; the converter's own output is kept off the terminal."""
+    converter = _converter(tf, keras_model, quantize, target, rep_data)
+    if quantize == INT8:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtype = {FLOAT_IO: tf.float32, INT8_IO: tf.int8, UINT8_IO: tf.uint8}[io_type]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-    # The converter prints a "Saved artifact" block to stdout and C++ logs to fd 2.
-    with quiet_stderr(not verbose), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            return converter.convert()
-        except Exception as exc:  # noqa: BLE001 - the converter raises many types
-            message = " ".join(str(exc).split())[:400]
-            raise EdgennError(
-                f"The TFLite converter failed for --quantize {quantize} --io {io_type}: {message}"
-            ) from None
+    with _converter_errors(f"--quantize {quantize} --io {io_type}", verbose):
+        return converter.convert()
 
 
 def _score(task: str, outputs: np.ndarray, y: np.ndarray, spec: PreprocessSpec) -> float:
@@ -174,38 +208,173 @@ def _score(task: str, outputs: np.ndarray, y: np.ndarray, spec: PreprocessSpec) 
     return classify.accuracy(outputs, y)
 
 
+def _latency_ms(parsed: tflite_model.TFLiteFile, x: np.ndarray) -> float:
+    """Median batch-1 latency with the device runtime's defaults (XNNPACK on), in ms."""
+    runner = Runner(parsed)
+    q = runner.quantize_input(x)
+    for _ in range(LATENCY_RUNS // 10):
+        runner.set_input(q)
+        runner.invoke()
+    times = []
+    for _ in range(LATENCY_RUNS):
+        runner.set_input(q)
+        start = time.perf_counter()
+        runner.invoke()
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 5)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """What one conversion makes: for which target, at which precision, with which I/O type."""
+    """What one conversion makes: for which target, the steps to try, with which I/O type.
+
+    ``quantize`` is what was asked for (a precision or ``auto``); ``steps`` the precisions to
+    try in order (one, or the target's ladder for ``auto``).
+    """
 
     target: targets.Target
     quantize: str
     io: str
+    steps: tuple[str, ...]
 
 
-@dataclasses.dataclass
-class _Scores:
-    """The Keras model and the converted one on the test split (``task`` None: not scored)."""
+class _Session:
+    """One conversion's shared work, and each candidate the ladder asks for.
 
-    task: str | None = None
-    float_score: float | None = None
-    converted_score: float | None = None
-    examples: int = 0
+    It holds the batch-1 Keras model, the splits, the fp32 reference (the report's float side and
+    the size ratio's denominator) and the Keras model's score, and makes and analyses candidates
+    (:class:`edgenn.host.ladder.Maker`).
+    """
+
+    def __init__(self, tf, src: Source, plan: _Plan, verbose: bool, say) -> None:
+        self.tf, self.src, self.plan, self.verbose, self.say = tf, src, plan, verbose, say
+        self.keras_model = models.load_keras_model(src.model_path)
+        self.static = _static_batch_model(tf.keras, self.keras_model, src.spec)
+        self.splits = data_mod.make_splits(src.data) if src.data is not None else None
+        self.reference = _convert_bytes(tf, self.static, FP32, FLOAT_IO, plan.target, None, verbose)
+        self.task = self.splits.task if self.splits is not None else None
+        self.float_score: float | None = None
+        self._x_test: np.ndarray | None = None
+        self._debuggers: dict[int, Any] = {}
+        if self.splits is not None:
+            n = len(self.splits.y_test)
+            say(f"scoring on the test split ({n} examples) with the device runtime")
+            self._x_test = self.splits.model_inputs(self.splits.x_test)
+            float_out = self.keras_model.predict(self._x_test, batch_size=256, verbose=0)
+            self.float_score = _score(self.task, float_out, self.splits.y_test, src.spec)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the run's splits (calibration, test) can be rebuilt."""
+        return self.splits is not None
+
+    @property
+    def training_examples(self) -> int | None:
+        """Examples in the training split (what calibration can draw on)."""
+        return len(self.splits.y_train) if self.splits is not None else None
 
     @property
     def classification(self) -> bool:
         return self.task == "classification"
 
-    @property
-    def regression(self) -> bool:
-        return self.task is not None and not self.classification
-
-    @property
-    def drop(self) -> float | None:
-        """Accuracy points lost (classification only)."""
-        if not self.classification:
+    def calibration(self, count: int) -> np.ndarray | None:
+        """Model inputs of a stratified sample of the training split."""
+        if self.splits is None:
             return None
-        return (self.float_score - self.converted_score) * 100
+        picked = data_mod.representative_sample(
+            self.splits.x_train, self.splits.y_train, count, seed=self.src.data.seed, task=self.task
+        )
+        return self.splits.model_inputs(picked)
+
+    def facts(self, precision: str, io_type: str, **extra: Any) -> dict[str, Any]:
+        """What the model's embedded metadata says about its conversion."""
+        return {
+            "quantize": precision,
+            "io": io_type,
+            "target": self.plan.target.name,
+            "source": str(self.src.model_path),
+            **extra,
+        }
+
+    def make(
+        self,
+        precision: str,
+        count: int = 0,
+        kept: Sequence[int] = (),
+        base: ladder.Candidate | None = None,
+    ) -> ladder.Candidate:
+        """Convert at ``precision``, embed the companions, score and time the result.
+
+        Args:
+            precision: A precision, or ``int8-mixed`` (then ``base`` and ``kept`` are needed).
+            count: Calibration examples (int8 steps).
+            kept: Ops of ``base`` to keep in float.
+            base: The full-int8 candidate ``kept`` refers to.
+
+        Returns:
+            The candidate.
+        """
+        io_type = self.plan.io if precision == INT8 else FLOAT_IO
+        kept_float = [{"index": i, "op": base.parsed.ops[i].name} for i in kept] if base else []
+        if precision == quantization.INT8_MIXED:
+            raw = self._mixed_bytes(count, base, kept)
+        elif precision == FP32:
+            raw = self.reference
+        else:
+            rep = self.calibration(count) if precision == INT8 else None
+            if precision == INT8 and rep is None:
+                raise _no_calibration_data()
+            # The training split may hold fewer examples than asked for: record what was used.
+            count = len(rep) if rep is not None else 0
+            raw = _convert_bytes(
+                self.tf, self.static, precision, io_type, self.plan.target, rep, self.verbose
+            )
+        facts = self.facts(precision, io_type, **({"kept_float": kept_float} if kept else {}))
+        model_bytes = artifact.embed(raw, self.src.labels, self.src.spec, **facts)
+        parsed = tflite_model.load(model_bytes)
+        candidate = ladder.Candidate(precision, io_type, model_bytes, parsed, count, kept_float)
+        if self._x_test is not None:
+            out = Runner(parsed).predict(self._x_test)
+            candidate.score = _score(self.task, out, self.splits.y_test, self.src.spec)
+            if self.classification:
+                candidate.drop = (self.float_score - candidate.score) * 100
+            candidate.latency_ms = _latency_ms(parsed, self._x_test[0])
+        return candidate
+
+    def _mixed_bytes(self, count: int, base: ladder.Candidate, kept: Sequence[int]) -> bytes:
+        """int8 with the ops ``kept`` (of the full-int8 ``base``) left in float.
+
+        TensorFlow's QuantizationDebugger (selective quantization) re-quantizes the calibrated
+        model with those ops' output tensors denylisted. Its tensor names are the calibrated
+        model's, which :func:`edgenn.quantization.match_tensors` pairs with ``base``'s ops.
+        """
+        tf = self.tf
+        debugger = self._debuggers.get(count)
+        if debugger is None:
+            converter = _converter(tf, self.static, INT8, self.plan.target, self.calibration(count))
+            with _converter_errors("int8 with ops in float (calibration)", self.verbose):
+                debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+            self._debuggers[count] = debugger
+        calibrated = tflite_model.load(debugger.calibrated_model)
+        matches = quantization.match_tensors(base.parsed, calibrated)
+        nodes = []
+        for index in kept:
+            out = base.parsed.ops[index].outputs[0]
+            if out in matches:
+                nodes.append(calibrated.tensors[matches[out].float_index].name)
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+        with _converter_errors("int8 with ops in float", self.verbose):
+            debugger.options = options
+            return debugger.get_nondebug_quantized_model()
+
+    def analyse(self, candidate: ladder.Candidate) -> quantization.QuantizationReport:
+        """The per-layer comparison of a candidate with the fp32 reference (validation split)."""
+        splits = self.splits
+        pool = splits.x_val if len(splits.x_val) else splits.x_test
+        x = splits.model_inputs(pool[: quantization.DEFAULT_REPORT_SAMPLES])
+        self.say(f"per-layer comparison of {candidate.precision} with fp32 on {len(x)} examples")
+        reference = tflite_model.load(self.reference)
+        return quantization.compare(candidate.parsed, reference, x, candidate.precision)
 
 
 def convert(
@@ -214,26 +383,30 @@ def convert(
     quantize: str | None = None,
     io_type: str | None = None,
     target: str = targets.DEFAULT_TARGET,
-    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_samples: int | Sequence[int] = DEFAULT_CALIBRATION_SAMPLES,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     overwrite: bool = False,
     verbose: bool = False,
     progress: Callable[[str], None] | None = None,
+    report: bool = False,
 ) -> ConvertResult:
     """Convert a trained model to .tflite, check its accuracy and its target.
 
     Args:
         source: Run directory or ``.keras`` file.
         output: The .tflite to write (default: ``model_<quantize>.tflite`` in the run directory).
-        quantize: A precision of :data:`edgenn.precision.PRECISIONS` (default: the target's).
+        quantize: One of :data:`edgenn.quantization.QUANTIZE_CHOICES` (default: the target's);
+            ``auto`` climbs the target's ladder (:mod:`edgenn.host.ladder`).
         io_type: Input/output type of :data:`edgenn.precision.IO_TYPES` (int8 quantization
             only; default: the target's).
         target: A name of :data:`edgenn.targets.TARGETS`.
-        calibration_samples: Training examples that calibrate int8 ranges (stratified).
+        calibration_samples: Training examples that calibrate int8 ranges (stratified); a list
+            sweeps: each count in turn until one meets the accuracy gate.
         max_accuracy_drop: Fail, writing nothing, when accuracy drops more (points).
-        overwrite: Replace an existing output.
+        overwrite: Replace an existing output (and report).
         verbose: Show TensorFlow's logs.
         progress: Optional callable ``progress(message)`` for status lines.
+        report: Also write ``quantization.json`` and ``quantization.png`` beside the model.
 
     Returns:
         The result.
@@ -243,55 +416,85 @@ def convert(
         EdgennError: Missing inputs, a failed conversion or too large an accuracy drop.
     """
     say = progress or (lambda message: None)
-    plan = _plan(target, quantize, io_type, calibration_samples)
+    counts = _sample_counts(calibration_samples)
+    plan = _plan(target, quantize, io_type, counts)
     src = resolve_source(Path(source))
     output = _output_path(output, src, plan.quantize, overwrite)
+    if report:
+        _check_report(src, output, overwrite)
     tf = import_tensorflow("edgenn convert", verbose)
-    keras_model = models.load_keras_model(src.model_path)
-    splits = data_mod.make_splits(src.data) if src.data is not None else None
-    rep = _calibration_inputs(splits, src, plan.quantize, calibration_samples)
-    say(f"converting {src.model_path} to {plan.quantize} ({plan.io} I/O) for {target}")
-    model_bytes, fp32_size = _convert_and_embed(tf, keras_model, src, plan, rep, verbose)
-    parsed = tflite_model.load(model_bytes)
-    scores = _score_on_test(keras_model, parsed, splits, src.spec, say)
-    _refuse_accuracy_drop(scores, plan.quantize, max_accuracy_drop)
+    say(f"converting {src.model_path} ({'/'.join(plan.steps)}, {plan.io} I/O) for {target}")
+    session = _Session(tf, src, plan, verbose, say)
+    climb = ladder.climb(session, plan.steps, counts, max_accuracy_drop, say)
+    if climb.chosen is None:
+        raise ladder.gate_error(session, climb, plan.target, max_accuracy_drop, _command(src, plan))
     say(f"checking the {target} target")
-    report = _check_target(parsed, plan.target)
+    check = _write_checked(climb.chosen, output, src, plan.target, overwrite)
+    result = _result(output, plan, session, climb, check)
+    if report:
+        analysed = _write_report(session, climb, output, max_accuracy_drop, _command(src, plan))
+        result.report = str(output.parent / quantization.REPORT_JSON)
+        result.report_seconds = analysed.seconds
+    return result
+
+
+def _write_checked(
+    chosen: ladder.Candidate, output: Path, src: Source, target: targets.Target, overwrite: bool
+) -> targets.TargetReport:
+    """Check the target on the bytes, then write the model and its companions."""
+    check = _check_target(chosen.parsed, target)
     artifact.check_companions_free(output.parent, src.labels, src.spec, overwrite)
-    atomic_write_bytes(output, model_bytes)
+    atomic_write_bytes(output, chosen.model_bytes)
     artifact.write_companions(output.parent, src.labels, src.spec)
-    if plan.target.recheck_after_write:
-        report = plan.target.run(tflite_model.load(output))
-    return _result(output, plan, model_bytes, fp32_size, parsed, scores, rep, report)
+    if target.recheck_after_write:
+        check = target.run(tflite_model.load(output))
+    return check
 
 
-def _plan(target: str, quantize: str | None, io_type: str | None, samples: int) -> _Plan:
-    """The target's record, and the precision and I/O type (the target's defaults if not given).
+def _sample_counts(value: int | Sequence[int]) -> tuple[int, ...]:
+    """``--calibration-samples`` as a tuple of counts (one, or a sweep)."""
+    counts = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if not counts or any(int(c) < 1 for c in counts):
+        raise UsageError(
+            f"--calibration-samples must be counts of at least 1; received {list(counts)}."
+        )
+    return tuple(int(c) for c in counts)
+
+
+def _plan(target: str, quantize: str | None, io_type: str | None, counts: tuple[int, ...]) -> _Plan:
+    """The target's record, the steps to try and the I/O type (the target's defaults if not given).
 
     Raises:
         UsageError: An unknown name, or a combination the target or the converter refuses.
     """
     record = targets.lookup(target)
     quantize = quantize or record.default_precision
-    io_type = io_type or record.io_for(quantize)
-    if quantize not in PRECISIONS:
+    if quantize not in quantization.QUANTIZE_CHOICES:
         raise UsageError(
-            f"Unknown --quantize {quantize!r}; expected one of {', '.join(PRECISIONS)}."
+            f"Unknown --quantize {quantize!r}; expected one of "
+            f"{', '.join(quantization.QUANTIZE_CHOICES)}."
         )
+    auto = quantize == quantization.AUTO
+    steps = quantization.ladder_for(record.allowed_precisions) if auto else (quantize,)
+    io_type = io_type or record.io_for(INT8 if auto else quantize)
     if io_type not in IO_TYPES:
         raise UsageError(f"Unknown --io {io_type!r}; expected one of {', '.join(IO_TYPES)}.")
-    if io_type != FLOAT_IO and quantize != INT8:
+    if io_type != FLOAT_IO and steps != (INT8,):
         raise UsageError(
-            f"--io {io_type} needs --quantize {INT8}; a {quantize} model keeps float inputs and outputs."
+            f"--io {io_type} needs --quantize {INT8}; a {quantize} model keeps float inputs and "
+            "outputs" + (" on some steps of the ladder." if auto else ".")
         )
-    if quantize not in record.allowed_precisions:
+    if quantize not in record.allowed_precisions and not auto:
         raise UsageError(
             f"--target {target} needs a fully {'/'.join(record.allowed_precisions)} model; "
             f"received --quantize {quantize}. Use: edgenn convert RUN --target {target}"
         )
-    if samples < 1:
-        raise UsageError(f"--calibration-samples must be at least 1; received {samples}.")
-    return _Plan(record, quantize, io_type)
+    if len(counts) > 1 and INT8 not in steps:
+        raise UsageError(
+            f"A list of --calibration-samples sweeps int8 calibration; --quantize {quantize} "
+            "calibrates nothing."
+        )
+    return _Plan(record, quantize, io_type, steps)
 
 
 def _output_path(output: Path | None, src: Source, quantize: str, overwrite: bool) -> Path:
@@ -303,73 +506,43 @@ def _output_path(output: Path | None, src: Source, quantize: str, overwrite: boo
     return output
 
 
-def _calibration_inputs(
-    splits: data_mod.Splits | None, src: Source, quantize: str, samples: int
-) -> np.ndarray | None:
-    """Model inputs of a stratified sample of the training split (int8 only)."""
-    if quantize != INT8 or splits is None:
-        return None
-    picked = data_mod.representative_sample(
-        splits.x_train, splits.y_train, samples, seed=src.data.seed, task=splits.task
-    )
-    return splits.model_inputs(picked)
-
-
-def _convert_and_embed(
-    tf, keras_model, src: Source, plan: _Plan, rep: np.ndarray | None, verbose: bool
-) -> tuple[bytes, int]:
-    """The converted model with its labels and recipe embedded, and the fp32 model's size."""
-    static = _static_batch_model(tf.keras, keras_model, src.spec)
-    fp32_bytes = _convert_bytes(tf, static, FP32, FLOAT_IO, plan.target, None, verbose)
-    model_bytes = (
-        fp32_bytes
-        if plan.quantize == FP32
-        else _convert_bytes(tf, static, plan.quantize, plan.io, plan.target, rep, verbose)
-    )
-    facts = {
-        "quantize": plan.quantize,
-        "io": plan.io,
-        "target": plan.target.name,
-        "source": str(src.model_path),
-    }
-    model_bytes = artifact.embed(model_bytes, src.labels, src.spec, **facts)
-    # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
-    fp32_size = len(artifact.embed(fp32_bytes, src.labels, src.spec, **facts))
-    return model_bytes, fp32_size
-
-
-def _score_on_test(
-    keras_model,
-    parsed: tflite_model.TFLiteFile,
-    splits: data_mod.Splits | None,
-    spec: PreprocessSpec,
-    say: Callable[[str], None],
-) -> _Scores:
-    """Keras and the device runtime (the code a Pi runs) on the test split, when there is one."""
-    if splits is None:
-        return _Scores()
-    say(f"scoring on the test split ({len(splits.y_test)} examples) with the device runtime")
-    x_test = splits.model_inputs(splits.x_test)
-    float_out = keras_model.predict(x_test, batch_size=256, verbose=0)
-    tflite_out = Runner(parsed).predict(x_test)
-    return _Scores(
-        task=splits.task,
-        float_score=_score(splits.task, float_out, splits.y_test, spec),
-        converted_score=_score(splits.task, tflite_out, splits.y_test, spec),
-        examples=len(splits.y_test),
-    )
-
-
-def _refuse_accuracy_drop(scores: _Scores, quantize: str, max_accuracy_drop: float) -> None:
-    """Stop before anything is written when the conversion lost too much accuracy."""
-    drop = scores.drop
-    if drop is not None and drop > max_accuracy_drop:
+def _check_report(src: Source, output: Path, overwrite: bool) -> None:
+    """Refuse ``--report`` before any work when it cannot be made or written."""
+    if src.data is None:
         raise EdgennError(
-            f"{quantize} conversion lost {drop:.2f} accuracy points ({scores.float_score:.2%} "
-            f"float -> {scores.converted_score:.2%}), more than --max-accuracy-drop "
-            f"{max_accuracy_drop}; nothing was written.",
-            "Try --calibration-samples 1000, another --quantize, or raise --max-accuracy-drop.",
+            f"--report compares the model with its float reference on validation examples, and "
+            f"{src.model_path.parent} has no {data_mod.DATA_FILE} to rebuild them.",
+            "Convert a run directory made by edgenn train.",
         )
+    quantization.check_report_free(output.parent, overwrite)
+
+
+def _command(src: Source, plan: _Plan) -> str:
+    """The conversion command to extend in advice (paths quoted for a shell)."""
+    return f"edgenn convert {shlex.quote(str(src.model_path.parent))} --target {plan.target.name}"
+
+
+def _write_report(
+    session: _Session, climb: ladder.Climb, output: Path, gate: float, command: str
+) -> quantization.QuantizationReport:
+    """Write ``quantization.json`` and ``.png`` beside the model.
+
+    They analyse the int8 step when the ladder left it behind (that is what lost accuracy), else
+    the model written.
+    """
+    chosen = climb.chosen
+    analysed = climb.int8_report
+    if analysed is None or chosen.precision == INT8:
+        analysed = session.analyse(chosen)
+    analysed.written_precision = chosen.precision
+    analysed.ladder = [c.entry(c is chosen) for c in climb.tried] if len(climb.tried) > 1 else None
+    base = climb.best_int8()
+    if base is not None and not ladder.passes(base, gate):
+        analysed.remedies = quantization.remedies(
+            analysed, base.parsed, base.calibration_samples, command
+        )
+    quantization.write_report(analysed, output)
+    return analysed
 
 
 def _check_target(parsed: tflite_model.TFLiteFile, target: targets.Target) -> targets.TargetReport:
@@ -385,33 +558,39 @@ def _check_target(parsed: tflite_model.TFLiteFile, target: targets.Target) -> ta
 def _result(
     output: Path,
     plan: _Plan,
-    model_bytes: bytes,
-    fp32_size: int,
-    parsed: tflite_model.TFLiteFile,
-    scores: _Scores,
-    rep: np.ndarray | None,
+    session: _Session,
+    climb: ladder.Climb,
     report: targets.TargetReport,
 ) -> ConvertResult:
-    """The figures ``--json`` prints: sizes, scores, ops and the target's report."""
-    drop = scores.drop
+    """The figures ``--json`` prints: sizes, scores, ops, the ladder and the target's report."""
+    chosen = climb.chosen
+    facts = session.facts(chosen.precision, chosen.io)
+    # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
+    fp32_size = len(
+        artifact.embed(session.reference, session.src.labels, session.src.spec, **facts)
+    )
+    classification = session.classification
+    regression = session.task is not None and not classification
     return ConvertResult(
         output=str(output),
-        quantize=plan.quantize,
-        io=plan.io,
+        quantize=chosen.precision,
+        io=chosen.io,
         target=plan.target.name,
-        size_bytes=len(model_bytes),
+        size_bytes=len(chosen.model_bytes),
         fp32_size_bytes=fp32_size,
-        size_ratio=round(len(model_bytes) / fp32_size, 4),
-        float_accuracy=scores.float_score if scores.classification else None,
-        converted_accuracy=scores.converted_score if scores.classification else None,
-        accuracy_drop_points=round(drop, 3) if drop is not None else None,
-        float_mse=scores.float_score if scores.regression else None,
-        converted_mse=scores.converted_score if scores.regression else None,
-        test_examples=scores.examples,
-        calibration_samples=len(rep) if rep is not None else 0,
-        ops=[{"op": n, "version": v, "count": c} for n, v, c in parsed.op_counts],
-        min_runtime_version=parsed.min_runtime_version,
+        size_ratio=round(len(chosen.model_bytes) / fp32_size, 4),
+        float_accuracy=session.float_score if classification else None,
+        converted_accuracy=chosen.score if classification else None,
+        accuracy_drop_points=round(chosen.drop, 3) if chosen.drop is not None else None,
+        float_mse=session.float_score if regression else None,
+        converted_mse=chosen.score if regression else None,
+        test_examples=len(session.splits.y_test) if session.splits is not None else 0,
+        calibration_samples=chosen.calibration_samples,
+        ops=[{"op": n, "version": v, "count": c} for n, v, c in chosen.parsed.op_counts],
+        min_runtime_version=chosen.parsed.min_runtime_version,
         check=report.to_dict(),
+        ladder=[c.entry(c is chosen) for c in climb.tried],
+        decision=climb.decision,
     )
 
 
