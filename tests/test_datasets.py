@@ -288,7 +288,9 @@ def test_image_folder_empty_class_is_an_error(tmp_path):
 def test_image_folder_unreadable_image_is_an_error(tmp_path):
     root = _folder_with(tmp_path, {"a": [_sample_image("Bag")], "b": [_sample_image("Coat")]})
     (root / "b" / "broken.jpg").write_bytes(b"this is not a jpeg")
-    with pytest.raises(EdgennError, match=r"broken.jpg is not an image Pillow can decode.*Remove or replace"):
+    with pytest.raises(
+        EdgennError, match=r"broken.jpg is not an image Pillow can decode.*Remove or replace"
+    ):
         data.load_dataset(DataSpec(dataset=str(root)))
 
 
