@@ -218,7 +218,13 @@ def scoring_inputs(options: BenchOptions, spec: preprocess.PreprocessSpec, label
         return None, None, "no --dataset"
     if spec.kind != "image":
         return None, None, "accuracy on a tabular model needs its CSV; not scored"
-    spec_data = datasets.DataSpec(dataset=options.dataset, data_dir=options.data_dir)
+    # Load the images at the model's shape, as training did: one resize, from the file.
+    spec_data = datasets.DataSpec(
+        dataset=options.dataset,
+        data_dir=options.data_dir,
+        input_size=list(spec.image_size),
+        color_mode=spec.color_mode,
+    )
     splits = datasets.make_splits(spec_data, datasets.load_dataset(spec_data))
     reason = label_mismatch(labels, splits.labels, options.dataset)
     if reason:
