@@ -6,6 +6,7 @@ import csv
 import gzip
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,25 @@ def mlp_run(tmp_path_factory):
         data=data.DataSpec(limit=2000, seed=0), model="mlp", hidden=[32], epochs=4, patience=0
     )
     return train(config, out)
+
+
+def finishes(fn, seconds=30, fifos=()):
+    """Run ``fn`` in a thread; fail (and unblock any reader of ``fifos``) if it hangs."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for fifo in fifos:  # a reader blocked on a FIFO gets EOF once a writer comes and goes
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"hung for {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from edgenn import optional, preprocess
 from edgenn.errors import EdgennError
 from edgenn.preprocess import PreprocessSpec
 
-from .conftest import SAMPLES, has_tensorflow
+from .conftest import SAMPLES, finishes, has_tensorflow
 
 SAMPLE = sorted((SAMPLES / "Sneaker").glob("*.jpg"))[0]
 
@@ -183,28 +182,6 @@ def test_over_the_pixel_limit_is_one_message_and_no_warning(tmp_path, side):
             )
 
 
-def _finishes(fn, seconds=30, fifos=()):
-    """Run ``fn`` in a thread; fail (and unblock any reader of ``fifos``) if it hangs."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        for fifo in fifos:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail(f"hung for {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 @pytest.mark.parametrize(
     "kind, message",
     [
@@ -230,7 +207,7 @@ def test_only_regular_files_are_decoded(tmp_path, kind, message):
     spec = PreprocessSpec.for_images(28, 28, "L")
     fifos = [path] if kind == "fifo" else []
     with pytest.raises(EdgennError, match=f"^{path} {message}; expected an image"):
-        _finishes(lambda: preprocess.load_pixels(path, spec), fifos=fifos)
+        finishes(lambda: preprocess.load_pixels(path, spec), fifos=fifos)
 
 
 def test_a_missing_file_is_named():

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -22,7 +21,7 @@ from edgenn import artifact, optional, tag, tflite_model, xmp
 from edgenn.cli import main
 from edgenn.cli import tag as tag_cli
 
-from .conftest import REPO, SAMPLES
+from .conftest import REPO, SAMPLES, finishes
 from .test_preprocess import HEIC_HEADER
 
 MODEL = REPO / "tests" / "data" / "tiny_cnn_int8.tflite"
@@ -245,28 +244,6 @@ def test_a_damaged_manifest_is_refused_not_overwritten(album, tmp_path):
         assert out.read_text() == text
 
 
-def _finishes(fn, seconds=30, fifos=()):
-    """Run ``fn`` in a thread; fail (and unblock any reader of ``fifos``) if it hangs."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        for fifo in fifos:  # a reader blocked on a FIFO gets EOF once a writer comes and goes
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail(f"hung for {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def test_links_and_fifos_given_as_photos_are_one_failed_file_each(album):
     loop = album / "loop.jpg"
     loop.symlink_to(loop)
@@ -276,7 +253,7 @@ def test_links_and_fifos_given_as_photos_are_one_failed_file_each(album):
     os.mkfifo(fifo)
     good = album / "Bag-0.jpg"
     args = ["tag", "-m", str(MODEL), str(good), str(loop), str(dangling), str(fifo), "--json"]
-    result = _finishes(lambda: CliRunner().invoke(main, args), fifos=[fifo])
+    result = finishes(lambda: CliRunner().invoke(main, args), fifos=[fifo])
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["tagged"] == 1 and summary["failed"] == 3
@@ -285,7 +262,7 @@ def test_links_and_fifos_given_as_photos_are_one_failed_file_each(album):
     assert "not a regular file" in errors["pipe.jpg"]
     assert all("\n" not in e for e in errors.values())
     # In a folder walk they are not photos: the run neither hangs nor stops.
-    result = _finishes(
+    result = finishes(
         lambda: CliRunner().invoke(main, ["tag", "-m", str(MODEL), str(album), "--json"]),
         fifos=[fifo],
     )
