@@ -25,7 +25,7 @@ import numpy as np
 
 from edgenn import artifact, classify, datasets, optional, preprocess, tflite_model
 from edgenn.errors import EdgennError, UsageError
-from edgenn.fileio import atomic_write_bytes, atomic_write_text
+from edgenn.fileio import MAX_READ_BYTES, atomic_write_bytes, atomic_write_text, open_regular
 
 #: What a row needs in the JSON output (checked by the tests).
 ROW_KEYS = (
@@ -311,7 +311,7 @@ def _set_generated_inputs(runner) -> None:
     rng = np.random.default_rng(0)
     for detail in runner.input_details:
         dtype = np.dtype(detail["dtype"])
-        if dtype.kind == "f":
+        if dtype.kind in "fc":
             value = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
         elif dtype == np.bool_:
             value = rng.integers(0, 2, detail["shape"]).astype(dtype)
@@ -335,6 +335,7 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
     from edgenn.runtime import Runner
 
     row = BenchRow(model=str(path), threads=options.threads)
+    runner = None
     try:
         parsed = tflite_model.load(path)
         row.size_bytes = parsed.size_bytes
@@ -349,7 +350,7 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
         # First inference and the memory peak before any data set is loaded, so that the RSS
         # figure is the runtime's and the model's, not the test images'.
         start = time.perf_counter_ns()
-        runner.invoke()
+        runner.invoke()  # a runtime failure here is an EdgennError, so a row error
         row.first_ms = _since_ms(start)
         row.peak_rss_mb = peak_rss_mb()
         x_test, y_test = _tflite_scoring(parsed, options, row)
@@ -363,6 +364,8 @@ def bench_tflite(path: Path, options: BenchOptions) -> BenchRow:
             record_accuracy(row, runner.predict(x_test), y_test)
     except EdgennError as exc:
         row.error = str(exc)
+    except RuntimeError as exc:  # the timed loop calls the interpreter itself
+        row.error = str(runner.failure(exc)) if runner is not None else str(exc)
     return row
 
 
@@ -406,8 +409,11 @@ def bench_onnx(path: Path, options: BenchOptions) -> BenchRow:
     """
     row = BenchRow(model=str(path), format="onnx", threads=options.threads, delegate="cpu")
     try:
+        # Only a regular file reaches ONNX Runtime (a FIFO would block it, /dev/zero flood it).
+        fd = open_regular(path, "an ONNX model", MAX_READ_BYTES)
+        row.size_bytes = os.fstat(fd).st_size
+        os.close(fd)
         ort = optional.require("onnxruntime", "Benchmarking an ONNX model")
-        row.size_bytes = path.stat().st_size
         start = time.perf_counter_ns()
         session = _onnx_session(ort, path, options)
         row.init_ms = _since_ms(start, 4)

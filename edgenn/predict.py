@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgenn import preprocess, tflite_model
-from edgenn.artifact import ModelInfo, model_info
+from edgenn.artifact import ModelInfo, check_labels, model_info
 from edgenn.classify import DEFAULT_TOP_K, Class, ranker
 from edgenn.errors import EdgennError, UsageError
 from edgenn.runtime import Runner
@@ -108,15 +108,20 @@ class Classifier:
         self.spec = self.info.spec
         self.labels = self.info.labels
         self.top_k = top_k
+        # The recipe and the file must agree before a runtime allocates anything for the file's
+        # shapes; then the labels must fit the output the runtime actually computes (the file's
+        # declared output shape is only a hint to the runtime).
+        _check_recipe_fits(self.spec, parsed.input_details[0].shape, model)
         self.runner = Runner(
             parsed, threads=threads, xnnpack=xnnpack, delegate=delegate, runtime=runtime
         )
-        if int(np.prod(self.spec.input_shape)) != int(np.prod(self.runner.input_shape)):
-            raise EdgennError(
-                f"{model}'s recipe says input {self.spec.input_shape} but the model takes "
-                f"{list(self.runner.input_shape)}.",
-                "Re-convert the model with edgenn convert.",
-            )
+        _check_recipe_fits(self.spec, self.runner.input_shape, model)
+        out_shape = [int(d) for d in self.runner.output_details[0]["shape"]]
+        check_labels(
+            self.labels,
+            tflite_model.count_values(out_shape[1:] if len(out_shape) > 1 else out_shape),
+            str(model),
+        )
         binding = self.runner.bind()
         self._invoke = binding.invoke
         self._output = binding.output
@@ -156,7 +161,10 @@ class Classifier:
         elif k < 1:
             raise UsageError(f"k must be at least 1; received {k}.")
         fill(image)
-        self._invoke()
+        try:
+            self._invoke()
+        except RuntimeError as exc:  # free unless raised: the hot path pays nothing
+            raise self.runner.failure(exc) from None
         return self._rank(self._output, k)
 
     def _prepare(self, image: ImageLike) -> tuple[np.ndarray, Fill]:
@@ -196,7 +204,10 @@ class Classifier:
             pixels, fill = self._prepare(pixels)
         fill(pixels)
         start = time.perf_counter()
-        self._invoke()
+        try:
+            self._invoke()
+        except RuntimeError as exc:
+            raise self.runner.failure(exc) from None
         inference_ms = (time.perf_counter() - start) * 1000
         return self._rank(self._output, self.top_k if k is None else k), inference_ms
 
@@ -231,6 +242,18 @@ def _image_model_info(parsed: tflite_model.TFLiteFile, model: object) -> ModelIn
     if info.spec.kind != "image":
         raise EdgennError(f"{model} is a {info.spec.kind} model; edgenn predict classifies images.")
     return info
+
+
+def _check_recipe_fits(
+    spec: preprocess.PreprocessSpec, shape: Iterable[int], model: object
+) -> None:
+    """Refuse a recipe whose input does not hold as many values as the model's input."""
+    if tflite_model.count_values(spec.input_shape) != tflite_model.count_values(shape):
+        raise EdgennError(
+            f"{model}'s recipe says input {spec.input_shape} but the model takes "
+            f"{[int(d) for d in shape]}.",
+            "Re-convert the model with edgenn convert.",
+        )
 
 
 def _pixel_shapes(shape: Iterable[int]) -> list[tuple[int, ...]]:
@@ -334,20 +357,19 @@ def _input_fills(runner: Runner, spec: preprocess.PreprocessSpec, dst: np.ndarra
 def expand_images(paths: Iterable[Path]) -> Iterator[Path]:
     """Files as given, and the image files inside folders (recursively, sorted).
 
+    A path that is not a folder is yielded as it is, even when it does not exist (a missing
+    file, a dangling link, a symlink loop): decoding it then fails for that file alone, with its
+    one-line reason, and the other files are still classified.
+
     Args:
         paths: Files and folders.
 
     Yields:
         Image paths.
-
-    Raises:
-        EdgennError: A path does not exist.
     """
     for path in paths:
         path = Path(path)
         if path.is_dir():
             yield from preprocess.image_files(path)
-        elif path.exists():
-            yield path
         else:
-            raise EdgennError(f"{path} does not exist.")
+            yield path

@@ -180,6 +180,7 @@ class Runner:
         self.model = (
             model if isinstance(model, tflite_model.TFLiteFile) else tflite_model.load(model)
         )
+        _check_runnable(self.model)
         self.runtime = find_runtime(runtime)
         self.threads = threads
         self.xnnpack = xnnpack
@@ -191,6 +192,7 @@ class Runner:
             self.output_details = self.interpreter.get_output_details()
         except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
             raise EdgennError(f"{label} has damaged tensor details: {exc}") from None
+        self._check_tensor_data()
         first = self.input_details[0]
         self._in_index = first["index"]
         self._in_dtype = np.dtype(first["dtype"])
@@ -221,6 +223,12 @@ class Runner:
             with capture_stderr(not verbose) as native:
                 interpreter = self.runtime.module.Interpreter(**kwargs)
                 interpreter.allocate_tensors()
+        except MemoryError:
+            raise EdgennError(
+                f"{self.model.path or 'The model'} needs more memory than this process may use "
+                "(the runtime could not allocate its tensors).",
+                "Close other programs, or use a smaller model.",
+            ) from None
         except (RuntimeError, ValueError) as exc:
             message = " ".join((str(exc) + " " + native.text).split())
             raise EdgennError(
@@ -300,9 +308,43 @@ class Runner:
             return
         self.interpreter.set_tensor(self._in_index, self.quantize(x, out=self._in_buffer))
 
+    def _check_tensor_data(self) -> None:
+        """Check that every input and output has a buffer after allocation.
+
+        A damaged file can leave one without; reading it would fail later, in the middle of a run.
+        """
+        for detail in (*self.input_details, *self.output_details):
+            try:
+                self.interpreter.tensor(detail["index"])()  # a view, dropped at once
+            except ValueError as exc:
+                raise self.failure(exc) from None
+
+    def failure(self, exc: Exception) -> EdgennError:
+        """The one-line error for a runtime exception raised while running this model.
+
+        Args:
+            exc: What the runtime raised (a RuntimeError of a failed invoke, say).
+
+        Returns:
+            The error to raise instead.
+        """
+        first = " ".join(str(exc).split())[:300] or exc.__class__.__name__
+        return EdgennError(
+            f"{self.runtime.name} {self.runtime.version} could not run "
+            f"{self.model.path or 'the model'}: {first}",
+            "Check the model with: edgenn inspect MODEL --target cpu",
+        )
+
     def invoke(self) -> None:
-        """Run the model once on the input set last."""
-        self._invoke()
+        """Run the model once on the input set last.
+
+        Raises:
+            EdgennError: The runtime failed (a damaged model can pass allocation and fail here).
+        """
+        try:
+            self._invoke()
+        except RuntimeError as exc:
+            raise self.failure(exc) from None
 
     def get_output(self) -> np.ndarray:
         """The first output, dequantized to float32, as a fresh array (batch axis kept)."""
@@ -319,7 +361,7 @@ class Runner:
             The first output as float32, batch axis kept.
         """
         self.set_input(x)
-        self._invoke()
+        self.invoke()
         return self.get_output()
 
     def predict(
@@ -410,6 +452,32 @@ class Runner:
             staged_out[...] = interpreter.get_tensor(out_index).reshape(-1)
 
         return Binding(staged_in, staged_out, invoke, False)
+
+
+def _check_runnable(model: tflite_model.TFLiteFile) -> None:
+    """What must hold before an interpreter is made: numeric inputs and outputs, sane sizes.
+
+    Raises:
+        EdgennError: The model has no input or no output, one that is not numeric, or inputs
+            its shapes contradict.
+    """
+    for kind, indices in (("input", model.inputs), ("output", model.outputs)):
+        if not indices:
+            raise EdgennError(
+                f"{model.path or 'The model'} has no {kind}; edgenn runs models with at least "
+                "one input and one output.",
+                "Check the model with: edgenn inspect MODEL",
+            )
+    for kind, tensors in (("input", model.input_details), ("output", model.output_details)):
+        for n, t in enumerate(tensors):
+            if not tflite_model.is_numeric(t.dtype):
+                # LiteRT hands out no numpy view of such a tensor (it crashes trying).
+                raise EdgennError(
+                    f"{model.path or 'The model'}'s {kind} {n} ({t.name!r}) holds {t.dtype} "
+                    "values; edgenn runs models whose inputs and outputs are numbers.",
+                    "Run it with the runtime's own tools.",
+                )
+    tflite_model.check_input_sizes(model)
 
 
 def _quant(detail: dict) -> tuple[float, int]:

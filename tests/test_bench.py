@@ -232,7 +232,10 @@ def test_labels_that_do_not_fit_the_output_fail_the_row(tmp_path):
 
     spec = artifact.model_info(tflite_model.load(INT8)).spec
     wrong = tmp_path / "wrong.tflite"
-    wrong.write_bytes(artifact.embed(INT8.read_bytes(), ["a", "b", "c"], spec))
+    payload = artifact.metadata_bytes(["a", "b", "c"], spec)
+    wrong.write_bytes(
+        tflite_model.embed_metadata(INT8.read_bytes(), artifact.METADATA_ENTRY, payload)
+    )
     row = bench_mod.bench_one(wrong, BenchOptions(runs=5, accuracy_limit=20))
     assert row.error is not None and "has 3 labels but 10 outputs" in row.error
     assert row.accuracy is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -11,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from edgenn import datasets as data
-from edgenn import preprocess
+from edgenn import preprocess, tflite_model
 from edgenn.cli import main
 from edgenn.errors import EdgennError, MissingDependencyError, UsageError
 from edgenn.predict import Classifier
 from edgenn.runtime import Runner, find_runtime, load_delegate
 
 from .conftest import REPO, SAMPLES
+from .test_tflite_model import with_input_shape
 
 TEST_DATA = REPO / "tests" / "data"
 INT8 = TEST_DATA / "tiny_cnn_int8.tflite"
@@ -209,3 +211,147 @@ def test_classify_file_defaults_to_the_classifier_top_k():
     assert len(clf.classify_file(image).top_k) == 5
     assert len(clf.classify_pixels(preprocess.load_pixels(image, clf.spec))[0]) == 5
     assert len(clf.classify(image)) == 5
+
+
+# --- Sizes checked before the interpreter allocates -------------------------------------------------
+
+
+def _limited(gigabytes: float):
+    """A preexec_fn: the child's address space capped, as a small device's memory would be."""
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_predict_refuses_an_absurd_input_in_one_line(tmp_path):
+    """The 252-million-value input: refused in one line, not 23 GB and 70 s later."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "absurd.tflite"
+    model.write_bytes(with_input_shape(INT8.read_bytes(), [1, 9_000_000, 28, 1]))
+    photo = next(SAMPLES.glob("Bag/*.jpg"))
+    out = subprocess.run(
+        [sys.executable, "-m", "edgenn", "predict", "-m", str(model), str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limited(2),
+    )
+    assert out.returncode == 1, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[1, 9000000, 28, 1]" in lines[0], out.stderr[-2000:]
+
+
+def test_runner_refuses_an_input_far_larger_than_what_the_model_computes(sparse_face_detection):
+    """A declared input 93x the largest tensor the graph computes: shapes that lie.
+
+    The model starts with a PAD, whose output the runtime resizes from the input: the file's
+    own checks cannot see the lie, the comparison with the rest of the graph does.
+    """
+    crafted = with_input_shape(sparse_face_detection.read_bytes(), [1, 192, 50_000, 3])
+    with pytest.raises(EdgennError, match=r"28,800,000 values, 93 times the largest tensor"):
+        Runner(crafted)
+
+
+def test_classifier_checks_the_recipe_before_the_runtime(tmp_path, sparse_face_detection):
+    """The recipe says 192x192, the file an input 260 times larger: refused before allocating."""
+    from edgenn import artifact
+
+    spec = preprocess.PreprocessSpec.for_images(192, 192, "RGB")
+    raw = artifact.embed(sparse_face_detection.read_bytes(), [], spec)
+    model = tmp_path / "wide.tflite"
+    model.write_bytes(with_input_shape(raw, [1, 192, 50_000, 3]))
+    with pytest.raises(EdgennError, match=r"recipe says input \[192, 192, 3\] but the model"):
+        Classifier(model)
+
+
+def test_labels_must_fit_the_output_the_runtime_computes(tmp_path, face_detection):
+    """The file says 3 outputs, the graph computes 896 x 16: 3 labels would name nothing."""
+    from edgenn import artifact
+
+    from .test_tflite_model import rewrite
+
+    def three_outputs(model) -> None:
+        sg = model.subgraphs[0]  # its last op, a CONCATENATION, is resized by the runtime
+        sg.tensors[sg.outputs[0]].shape = np.array([1, 3], dtype=np.int32)
+
+    raw = rewrite(face_detection.read_bytes(), three_outputs)
+    spec = preprocess.PreprocessSpec.for_images(128, 128, "RGB")
+    doc = artifact.metadata_bytes(["a", "b", "c"], spec)
+    model = tmp_path / "three.tflite"
+    model.write_bytes(tflite_model.embed_metadata(raw, artifact.METADATA_ENTRY, doc))
+    with pytest.raises(artifact.LabelMismatchError, match="has 3 labels but 14336 outputs"):
+        Classifier(model)
+
+
+def test_a_model_without_inputs_or_outputs_is_one_line():
+    import dataclasses
+
+    from .test_tflite_model import rewrite
+
+    def no_outputs(model) -> None:
+        model.subgraphs[0].outputs = np.array([], dtype=np.int32)
+
+    with pytest.raises(EdgennError, match="has no output"):
+        Runner(rewrite(INT8.read_bytes(), no_outputs))
+    with pytest.raises(EdgennError, match="has no input"):
+        Runner(dataclasses.replace(tflite_model.load(INT8), inputs=[]))
+
+
+def test_predict_skips_missing_and_looping_paths_one_line_each(tmp_path):
+    """A dangling link, a symlink loop or a missing file is one failed file, not the end."""
+    photo = next(SAMPLES.glob("Bag/*.jpg"))
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    args = [str(tmp_path / n) for n in ("dangling.jpg", "loop.jpg", "missing.jpg")]
+    result = CliRunner().invoke(main, ["predict", "-m", str(INT8), *args, str(photo), "--json"])
+    assert result.exit_code == 1, result.output
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["error"] is None for d in docs] == [False, False, False, True]
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert len(errors) == 3 and all(line.startswith("edgenn: error: ") for line in errors)
+
+
+def test_bench_reads_only_regular_files_and_refuses_a_text_input(tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgenn import bench
+
+    from .test_tflite_model import deadline, rewrite
+
+    options = bench.BenchOptions(dataset=None, runs=2, warmup=0)
+    for name in ("fifo.tflite", "fifo.onnx"):
+        os.mkfifo(tmp_path / name)
+        with deadline(10):
+            row = bench.bench_one(tmp_path / name, options)
+        assert "not a regular file" in row.error, row.error
+
+    def text_input(model) -> None:
+        sg = model.subgraphs[0]
+        tensor = schema.TensorT()
+        tensor.shape, tensor.type, tensor.name = np.array([1], np.int32), 5, "text"
+        sg.tensors.append(tensor)
+        sg.inputs = np.array([*sg.inputs, len(sg.tensors) - 1], np.int32)
+
+    model = tmp_path / "text.tflite"
+    model.write_bytes(rewrite(INT8.read_bytes(), text_input))
+    row = bench.bench_one(model, options)
+    assert "input 1 ('text') holds string values" in row.error, row.error
+
+
+def test_a_complex_output_is_one_line(tmp_path):
+    """Scores are ranked: complex numbers cannot be (a traceback in top-k before)."""
+    from .test_tflite_model import rewrite
+
+    def complex_output(model) -> None:
+        sg = model.subgraphs[0]
+        sg.tensors[sg.outputs[0]].type = 8  # COMPLEX64
+
+    model = tmp_path / "complex.tflite"
+    model.write_bytes(rewrite(FP32.read_bytes(), complex_output))
+    photo = next(SAMPLES.glob("Bag/*.jpg"))
+    result = CliRunner().invoke(main, ["predict", "-m", str(model), str(photo)])
+    assert result.exit_code == 1 and "output 0" in result.stderr, result.output
+    assert "holds complex64 values" in result.stderr and result.stderr.count("\n") == 1
