@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,6 +36,10 @@ DEFAULT_ARENA_MARGIN = 10
 MAX_ARENA = 64 * 1024 * 1024
 #: TFLM aligns tensors in the arena to 16 bytes, so arena sizes are measured in 16-byte steps.
 ALIGN = 16
+#: Where an arena was measured (:attr:`ArenaResult.measured_on`). The Python interpreter's
+#: figure is a few hundred bytes above a compiled program's: both are reported.
+ON_INTERPRETER = "TFLM Python interpreter"
+ON_PROGRAM = "compiled program"
 
 RUNTIME_MODULE = "tflite_micro.python.tflite_micro.runtime"
 ALIGNER_MODULE = "tflite_micro.tensorflow.lite.micro.tools.tflite_flatbuffer_align_wrapper"
@@ -67,12 +72,54 @@ class ArenaResult:
     Attributes:
         minimum_bytes: Smallest arena (16-byte steps) with which TFLM allocates and invokes.
         margin_percent: Margin added.
-        recommended_bytes: ``minimum * (1 + margin)``, rounded up to 16 bytes.
+        recommended_bytes: The minimum plus the margin (:func:`with_margin`).
+        measured_on: :data:`ON_INTERPRETER` or :data:`ON_PROGRAM`.
     """
 
     minimum_bytes: int
     margin_percent: float
     recommended_bytes: int
+    measured_on: str = ON_INTERPRETER
+
+
+def with_margin(minimum_bytes: int, margin_percent: float) -> int:
+    """The arena to generate: the measured minimum plus the margin, in whole :data:`ALIGN` steps.
+
+    The margin is rounded down to 16-byte steps, so the arena is never more than ``margin_percent``
+    above the minimum (the generated/minimum ratio stays within ``1 + margin``) and never below it.
+
+    Args:
+        minimum_bytes: The measured smallest arena (a multiple of :data:`ALIGN`).
+        margin_percent: Percent to add.
+
+    Returns:
+        The arena size, a multiple of :data:`ALIGN` when the minimum is one.
+    """
+    margin = int(minimum_bytes * margin_percent / 100) // ALIGN * ALIGN
+    return minimum_bytes + margin
+
+
+def bisect_arena(works: Callable[[int], bool], upper_bytes: int) -> int:
+    """The smallest arena, in :data:`ALIGN`-byte steps, with which ``works`` succeeds.
+
+    An arena that works keeps working when it grows, so the answer is found by bisection between
+    nothing and ``upper_bytes``; the caller has checked that ``upper_bytes`` works.
+
+    Args:
+        works: Whether the model allocates and runs with an arena of that many bytes.
+        upper_bytes: An arena size that works.
+
+    Returns:
+        The smallest working size, a multiple of :data:`ALIGN`.
+    """
+    lo, hi = 0, -(-upper_bytes // ALIGN)  # in ALIGN-byte units: lo fails, hi works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if works(mid * ALIGN):
+            hi = mid
+        else:
+            lo = mid
+    return hi * ALIGN
 
 
 def input_details(interp: Any) -> list[dict]:
@@ -148,17 +195,8 @@ def smallest_arena(data: bytes, margin_percent: float = DEFAULT_ARENA_MARGIN) ->
     interp, message = try_run(micro, data, MAX_ARENA)
     if interp is None:
         raise EdgennError(f"TFLite Micro cannot run the model: {reason(message)}")
-    lo, hi = 0, MAX_ARENA // ALIGN  # in 16-byte units: lo fails, hi works
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok, _ = try_run(micro, data, mid * ALIGN)
-        if ok is not None:
-            hi = mid
-        else:
-            lo = mid
-    minimum = hi * ALIGN
-    recommended = int(np.ceil(minimum * (1 + margin_percent / 100) / ALIGN) * ALIGN)
-    return ArenaResult(minimum, margin_percent, recommended)
+    minimum = bisect_arena(lambda size: try_run(micro, data, size)[0] is not None, MAX_ARENA)
+    return ArenaResult(minimum, margin_percent, with_margin(minimum, margin_percent))
 
 
 class Interpreter:

@@ -17,11 +17,20 @@ from firmware_export.generate import (
     DEFAULT_ARENA_MARGIN,
     DEFAULT_DATASET,
     DEFAULT_LAYOUT,
+    DEFAULT_VERIFY_EXAMPLES,
     LAYOUTS,
+    TFLM_ENV,
     export_firmware,
     report_lines,
     summary,
 )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more; received {text}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +46,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
     p.add_argument("--arena-margin", type=float, default=float(DEFAULT_ARENA_MARGIN))
     p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument(
+        "--test-images",
+        type=_positive,
+        default=DEFAULT_VERIFY_EXAMPLES,
+        help="How many test images the checks run.",
+    )
+    p.add_argument(
+        "--tflm",
+        help="TFLite Micro to build against (build.sh folder or built tree); implies --verify-build.",
+    )
+    p.add_argument(
+        "--verify-build",
+        action="store_true",
+        help=f"Build against --tflm (default: ${TFLM_ENV}) and run the compiled check program.",
+    )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing output folder.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     return p
@@ -54,6 +78,10 @@ def run(argv: list[str]) -> int:
             arena_margin=args.arena_margin,
             overwrite=args.overwrite,
             dataset=dataset_option(args.dataset),
+            verify_examples=args.test_images,
+            tflm_dir=args.tflm,
+            verify_build=args.verify_build,
+            progress=lambda message: print(f"firmware_export: {message}", file=sys.stderr),
         )
     except EdgennError as exc:
         print(f"firmware_export: error: {exc}", file=sys.stderr)

@@ -12,14 +12,19 @@ The pipeline, each step in its own place:
    ops, each an ``Add...()`` method of ``tflite::MicroMutableOpResolver`` that the pinned TFLM build
    has a kernel for), ``NAME_config.h``, ``NAME_example_data.h`` and the layout's project files;
 4. verify them on the host (:mod:`firmware_export.verify`): the array parses back to the aligned
-   bytes, TFLM gives bit-exact LiteRT's reference outputs on test images, ``g++ -c`` compiles them;
-5. write the README with those results, and move the folder into place (nothing is left on error).
+   bytes, TFLM's Python interpreter runs them on test images (compared with LiteRT's reference
+   kernels), ``g++ -c`` compiles the data and config files;
+5. with a TFLite Micro build (``--verify-build``, :mod:`firmware_export.build`): build the project
+   with its own CMakeLists.txt, measure the arena on the compiled check program (the constant is
+   rewritten from it), and run every test input through it: bit-exact with TFLM's Python
+   interpreter, compared with LiteRT;
+6. write the README with those results, and move the folder into place (nothing is left on error).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,8 @@ from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_directory
 from edgenn.runtime import Runner
 from edgenn.tflm import DEFAULT_ARENA_MARGIN
-from firmware_export import render, verify
+from firmware_export import build, names, render, verify
+from firmware_export.build import TFLM_ENV, CompiledCheck, Progress
 from firmware_export.render import DEFAULT_LAYOUT, LAYOUTS, resolver_method, resolver_methods
 from firmware_export.verify import parse_c_array
 
@@ -40,6 +46,8 @@ __all__ = [
     "DEFAULT_LAYOUT",
     "DEFAULT_VERIFY_EXAMPLES",
     "LAYOUTS",
+    "TFLM_ENV",
+    "CompiledCheck",
     "FirmwareResult",
     "export_firmware",
     "parse_c_array",
@@ -59,7 +67,13 @@ FIX = "Convert with: edgenn convert RUN --target micro"
 
 @dataclasses.dataclass
 class FirmwareResult:
-    """What :func:`export_firmware` wrote and verified (``--json`` prints it)."""
+    """What :func:`export_firmware` wrote and verified (``--json`` prints it).
+
+    ``exact_examples``, ``max_lsb_difference`` and ``bit_exact`` compare TFLM's Python interpreter
+    with LiteRT's reference kernels; ``compiled_check`` is the compiled program's result with a
+    TFLite Micro build (None without one), and then ``arena_min_bytes`` was measured on it
+    (``arena_measured_on``; ``arena_interpreter_min_bytes`` is the Python interpreter's figure).
+    """
 
     output: str
     name: str
@@ -70,6 +84,8 @@ class FirmwareResult:
     arena_min_bytes: int
     arena_bytes: int
     arena_margin_percent: float
+    arena_measured_on: str
+    arena_interpreter_min_bytes: int
     ram_bytes: int
     io_bytes: int
     verified_examples: int
@@ -78,6 +94,7 @@ class FirmwareResult:
     bit_exact: bool
     compiled: list[str]
     checks: list[str]
+    compiled_check: CompiledCheck | None
 
 
 def summary(result: FirmwareResult) -> dict[str, Any]:
@@ -88,11 +105,15 @@ def summary(result: FirmwareResult) -> dict[str, Any]:
 def report_lines(result: FirmwareResult) -> list[str]:
     """The result for people, one line each (both front ends print these)."""
     r = result
+    where = f"on the {r.arena_measured_on}"
+    if r.compiled_check is None:
+        where += " (no TFLM build: --tflm DIR --verify-build measures it on the compiled program)"
     return [
         f"{r.output}: {r.layout} sources for {r.name} ({len(r.files)} files)",
         f"  flash {r.flash_bytes:,} B (model)   RAM {r.ram_bytes:,} B (tensor arena)",
-        f"  arena: measured minimum {r.arena_min_bytes:,} B + {r.arena_margin_percent:g}% = "
-        f"{r.arena_bytes:,} B; inputs and outputs ({r.io_bytes} B) live inside it",
+        f"  arena: measured minimum {r.arena_min_bytes:,} B {where} + "
+        f"{r.arena_margin_percent:g}% = {r.arena_bytes:,} B; inputs and outputs "
+        f"({r.io_bytes} B) live inside it",
         f"  ops: {', '.join(r.ops)}",
         *(f"  verified: {check}" for check in r.checks),
     ]
@@ -133,12 +154,6 @@ def refusals(model: tflite_model.TFLiteFile) -> list[str]:
         if not op.custom and op.name not in kernels:
             problems.append(f"op #{op.index} {op.name}: TFLM has no kernel for it. {FIX}")
     return list(dict.fromkeys(problems))
-
-
-def _c_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise UsageError(f"--name {name!r} is not a C identifier (letters, digits, underscores).")
-    return name
 
 
 def _check_options(layout: str, arena_margin: float) -> None:
@@ -207,42 +222,99 @@ def _project(
     arena = tflm.smallest_arena(aligned, arena_margin)
     ops = list(dict.fromkeys(op.name for op in aligned_model.ops))
     methods = [resolver_method(op) for op in ops]
-    expected = verify.reference_output(Runner(aligned, xnnpack=False), example)
+    # The example's expected output is TFLM's own (LiteRT's reference kernels round a few
+    # boundary cases differently): the firmware must reproduce it bit for bit.
+    expected = tflm.Interpreter(aligned, arena.recommended_bytes).run(example)
     labels = info.labels if info else []
+    source = model.path.name if model.path else ""
     return render.Project(
-        name, layout, aligned, aligned_model, ops, methods, arena, labels, example, expected
+        name, layout, aligned, aligned_model, ops, methods, arena, labels, example, expected, source
     )
 
 
 def _result(
     output: Path,
     project: render.Project,
-    files: list[str],
     found: verify.Verification,
-    examples: int,
-    io_bytes: int,
+    compiled: CompiledCheck | None,
+    interpreter_arena: tflm.ArenaResult,
 ) -> FirmwareResult:
     arena = project.arena
+    examples = len(found.reference.tflm)
     return FirmwareResult(
         output=str(output),
         name=project.name,
         layout=project.layout,
-        files=sorted(files),
+        files=sorted([*render.render_sources(project), render.README]),
         ops=project.ops,
         flash_bytes=len(project.data),
         arena_min_bytes=arena.minimum_bytes,
         arena_bytes=arena.recommended_bytes,
         arena_margin_percent=arena.margin_percent,
+        arena_measured_on=arena.measured_on,
+        arena_interpreter_min_bytes=interpreter_arena.minimum_bytes,
         # The inputs and outputs live inside the arena: it is all the RAM the model needs.
         ram_bytes=arena.recommended_bytes,
-        io_bytes=io_bytes,
+        io_bytes=tflm.io_bytes(project.model),
         verified_examples=examples,
         exact_examples=found.exact,
         max_lsb_difference=found.worst,
         bit_exact=found.exact == examples,
         compiled=found.compiled,
         checks=found.checks,
+        compiled_check=compiled,
     )
+
+
+def _loadable(model_path: Path) -> tflite_model.TFLiteFile:
+    """The model, once it is known to be one a microcontroller can run (else every reason)."""
+    model = tflite_model.load(model_path)
+    tflm.runtime(PURPOSE)  # a missing tflite-micro is named for this command, before any work
+    problems = refusals(model)
+    if problems:
+        raise EdgennError(
+            f"{model_path} cannot go to a microcontroller:\n  " + "\n  ".join(problems)
+        )
+    return model
+
+
+def _write_and_verify(
+    folder: Path,
+    project: render.Project,
+    inputs: np.ndarray,
+    compile_check: bool,
+    host: build.HostBuild | None,
+    progress: Progress,
+) -> tuple[render.Project, verify.Verification, CompiledCheck | None]:
+    """Write the files into ``folder`` and run every check; with a build, re-measure the arena.
+
+    Returns:
+        The project as written (its arena measured on the compiled program when built), what the
+        host checks found, and the compiled program's check (None without a build).
+    """
+    interpreter_arena = project.arena.recommended_bytes
+    render.write(folder, render.render_sources(project))
+    if host is not None:
+        host.configure()  # before the slow steps: a TFLM folder it refuses fails at once
+        host.build(render.check_target(project.name))
+        progress("bisecting the smallest tensor arena on the compiled check program")
+        arena = build.measured_arena(
+            host.check_program, project, inputs[0], project.arena.margin_percent
+        )
+        project = dataclasses.replace(project, arena=arena)
+        render.write(folder, render.render_sources(project))  # the arena constant changed
+        host.sync(project)
+        host.build()
+    progress(f"running {len(inputs)} test inputs in TFLM's Python interpreter and LiteRT")
+    found = verify.verify(folder, project, inputs, compile_check, interpreter_arena)
+    compiled = None
+    if host is not None:
+        progress(f"running {len(inputs)} test inputs through the compiled check program")
+        compiled = build.compiled_check(host.check_program, project, inputs, found.reference)
+        found.checks.extend(build.check_lines(compiled, project.arena.recommended_bytes))
+    readme = render.render_readme(project, found.checks, built=compiled is not None)
+    render.write(folder, {render.README: readme})
+    return project, found, compiled
 
 
 def export_firmware(
@@ -255,47 +327,53 @@ def export_firmware(
     dataset: str | None = DEFAULT_DATASET,
     verify_examples: int = DEFAULT_VERIFY_EXAMPLES,
     compile_check: bool = True,
+    tflm_dir: Path | None = None,
+    verify_build: bool = False,
+    progress: Progress | None = None,
 ) -> FirmwareResult:
     """Write TFLite Micro sources for an int8 model and verify them on the host.
 
     Args:
         model_path: The int8 ``.tflite``.
         output: Folder to create.
-        name: C identifier prefix (default: the model file's stem).
-        layout: ``cmake`` (``main.cc`` + ``CMakeLists.txt``) or ``arduino`` (an installable
-            library: ``library.properties``, ``src/``, ``examples/``); see :data:`LAYOUTS`.
+        name: C identifier prefix (default: one derived from the model file's name).
+        layout: ``cmake`` (``main.cc``, ``check.cc``, ``CMakeLists.txt``, ``Makefile``) or
+            ``arduino`` (an installable library: ``library.properties``, ``src/``,
+            ``examples/``); see :data:`LAYOUTS`.
         arena_margin: Percent added to the measured minimum arena.
         overwrite: Replace an existing output folder.
-        dataset: Data set whose test images verify TFLM against LiteRT (random inputs when the
-            model does not fit it, or when None).
-        verify_examples: How many inputs to compare.
+        dataset: Data set whose test images verify the sources (random inputs when the model does
+            not fit it, or when None).
+        verify_examples: How many test inputs to run.
         compile_check: Compile the data and config sources with ``g++``.
+        tflm_dir: A TFLite Micro build to compile against (asks for the build).
+        verify_build: Build against ``tflm_dir`` or, without it, ``$EDGENN_TFLM``.
+        progress: Called with a message before each slow step.
 
     Returns:
         The result.
 
     Raises:
-        UsageError: Bad name, layout or margin.
+        UsageError: Bad name, layout or margin, or a build asked for without a TFLM folder.
         EdgennError: The model cannot run on a microcontroller (one line per problem), its labels
-            do not fit its output, or a verification failed; nothing is left at ``output``.
+            do not fit its output, a build tool is missing, the TFLM folder is refused, or a
+            verification failed; nothing is left at ``output``.
         MissingDependencyError: tflite-micro is not installed.
     """
     _check_options(layout, arena_margin)
-    model = tflite_model.load(model_path)
-    name = _c_name(name or re.sub(r"\W", "_", Path(model_path).stem))
-    tflm.runtime(PURPOSE)  # a missing tflite-micro is named for this command, before any work
-    problems = refusals(model)
-    if problems:
-        raise EdgennError(
-            f"{model_path} cannot go to a microcontroller:\n  " + "\n  ".join(problems)
-        )
+    name = names.name_for(model_path, name)
+    tflm_path = build.resolve_tflm(tflm_dir, verify_build)  # and its tools, before any work
+    model = _loadable(model_path)
     info = _model_info(model)
     inputs = _sample(model, verify_examples, dataset, info)
     project = _project(model, name, layout, arena_margin, info, inputs[0])
-    files = render.render_sources(project)
+    interpreter_arena = project.arena
+    report = progress or (lambda message: None)
+    # The build folder is a scratch one: nothing of it ends up in the output.
     with atomic_directory(Path(output), overwrite=overwrite) as tmp:
-        render.write(tmp, files)
-        found = verify.verify(tmp, project, inputs, compile_check)
-        render.write(tmp, {render.README: render.render_readme(project, found.checks)})
-    files_written = [*files, render.README]
-    return _result(output, project, files_written, found, len(inputs), tflm.io_bytes(model))
+        with tempfile.TemporaryDirectory(prefix="edgenn-firmware-") as scratch:
+            host = tflm_path and build.HostBuild(tmp, project, Path(scratch), tflm_path, report)
+            project, found, compiled = _write_and_verify(
+                tmp, project, inputs, compile_check, host, report
+            )
+    return _result(output, project, found, compiled, interpreter_arena)

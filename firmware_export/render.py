@@ -1,17 +1,20 @@
 """[device] Fill the project templates in ``templates/`` and write the files.
 
-The generated C/C++, CMake and Arduino files are kept as real files in ``templates/`` (like
+The generated C/C++, CMake, make and Arduino files are kept as real files in ``templates/`` (like
 TFLite Micro's ``tools/make/templates/*.tpl``) and filled in with :class:`string.Template`:
-``$name`` or ``${name}`` is a value from this module, ``$$`` a literal ``$``. A template that
-names a value this module does not provide is an error, never a silent blank.
+``$name`` or ``${name}`` is a value from this module, ``$$`` a literal ``$``. CMake and make use
+``$`` for their own variables, so their templates (:data:`BUILD_FILE_TEMPLATES`) mark values the
+way CMake's ``configure_file`` does instead: ``@name@``. A template that names a value this module
+does not provide is an error, never a silent blank.
 
 Values every source template can use (:func:`source_values`): ``name`` (the C prefix), ``guard``
 (its upper case), ``source``, ``model_bytes``, ``model_array``, ``op_count``, ``op_names``,
-``registrations``, ``arena_min_bytes``, ``arena_bytes``, ``arena_margin``, ``label_count``,
-``label_lines``, ``example_input``, ``expected_output``, ``input_type`` and, for ``input`` and
-``output``, ``*_dims``, ``*_shape``, ``*_size``, ``*_ctype``, ``*_dtype``, ``*_scale``,
-``*_zero_point``. ``README.md.tpl`` gets the figures formatted for people
-(:func:`readme_values`).
+``registrations``, ``arena_min_bytes``, ``arena_bytes``, ``arena_margin``, ``arena_measured_on``,
+``label_count``, ``label_lines``, ``example_input``, ``expected_output``, ``input_type`` and, for
+``input`` and ``output``, ``*_dims``, ``*_shape``, ``*_size``, ``*_ctype``, ``*_dtype``,
+``*_scale``, ``*_zero_point``. ``README.md.tpl`` gets the figures formatted for people
+(:func:`readme_values`). User text (labels, the model's file name) is escaped for C++ by
+:mod:`firmware_export.names`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from edgenn.errors import EdgennError
 from edgenn.tflite_model import TensorInfo, TFLiteFile
 from edgenn.tflm import ArenaResult
+from firmware_export.names import c_string, comment_text
 
 README = "README.md"
 METHODS_FILE = Path(__file__).resolve().parent / "tflm_resolver_methods.json"
@@ -57,13 +61,21 @@ class Layout:
     how: str
 
 
+#: The host project: the example program, the check program and the two ways to build them.
+HOST_PROJECT = {
+    "main.cc.tpl": "main.cc",
+    "check.cc.tpl": "check.cc",
+    "CMakeLists.txt.tpl": "CMakeLists.txt",
+    "Makefile.tpl": "Makefile",
+}
+#: Templates filled with ``@name@`` markers (CMake and make use ``$`` themselves).
+BUILD_FILE_TEMPLATES = ("CMakeLists.txt.tpl", "Makefile.tpl")
+#: The check program's CMake target and executable (``NAME_check``).
+CHECK_TARGET = "${name}_check"
+
 #: The layouts ``edgenn firmware --layout`` offers.
 LAYOUT_SPECS = {
-    "cmake": Layout(
-        "",
-        {"main.cc.tpl": "main.cc", "CMakeLists.txt.tpl": "CMakeLists.txt"},
-        "readme_how_cmake.md.tpl",
-    ),
+    "cmake": Layout("", HOST_PROJECT, "readme_how_cmake.md.tpl"),
     "arduino": Layout(
         "src/",
         {
@@ -101,7 +113,8 @@ class Project:
         arena: The measured tensor arena.
         labels: Class names (empty when the model carries none).
         example: One raw input, for ``NAME_example_data.h``.
-        expected: LiteRT's reference output for ``example``.
+        expected: TFLM's output for ``example``.
+        source_name: The model's file name (quoted in a comment), empty when it has none.
     """
 
     name: str
@@ -114,6 +127,7 @@ class Project:
     labels: list[str]
     example: np.ndarray
     expected: np.ndarray
+    source_name: str = ""
 
     @property
     def source_dir(self) -> str:
@@ -135,7 +149,15 @@ def fill(template: str, values: dict[str, object]) -> str:
         KeyError: The template names a value that ``values`` lacks (a bug in edgenn).
     """
     text = importlib.resources.files(__package__).joinpath("templates", template).read_text()
-    return string.Template(text).substitute(values)
+    kind = _AtTemplate if template in BUILD_FILE_TEMPLATES else string.Template
+    return kind(text).substitute(values)
+
+
+class _AtTemplate(string.Template):
+    """``@name@`` placeholders (CMake's ``configure_file`` style); every other ``@`` is literal."""
+
+    delimiter = "@"
+    pattern = r"@(?:(?P<escaped>(?!))|(?P<named>[A-Za-z_][A-Za-z0-9_]*)@|(?P<braced>(?!))|(?P<invalid>(?!)))"
 
 
 def _line(template: str, values: dict[str, object]) -> str:
@@ -151,6 +173,11 @@ def source_file(template: str, name: str) -> str:
 def model_array(name: str) -> str:
     """The C symbol of the model array in ``NAME_model_data.cc``."""
     return f"g_{name}_model_data"
+
+
+def check_target(name: str) -> str:
+    """The check program's CMake target and executable name."""
+    return string.Template(CHECK_TARGET).substitute(name=name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -226,11 +253,11 @@ def source_values(project: Project) -> dict[str, object]:
     """
     name, model, arena = project.name, project.model, project.arena
     inp, out = model.input_details[0], model.output_details[0]
-    labels = ",\n".join(f"    {json.dumps(label)}" for label in project.labels)
+    labels = ",\n".join(f"    {c_string(label)}" for label in project.labels)
     return {
         "name": name,
         "guard": name.upper(),
-        "source": model.path.name if model.path else "the model",
+        "source": comment_text(project.source_name) if project.source_name else "the model",
         "model_bytes": len(project.data),
         "model_array": _hex_lines(project.data),
         "op_count": len(project.ops),
@@ -241,6 +268,7 @@ def source_values(project: Project) -> dict[str, object]:
         "arena_min_bytes": arena.minimum_bytes,
         "arena_bytes": arena.recommended_bytes,
         "arena_margin": f"{arena.margin_percent:g}",
+        "arena_measured_on": arena.measured_on,
         "label_count": len(project.labels),
         # An empty initializer list is not valid C++ for an array of unknown size.
         "label_lines": labels or '    ""',
@@ -271,12 +299,28 @@ def render_sources(project: Project) -> dict[str, str]:
     return files
 
 
-def readme_values(project: Project, checks: list[str]) -> dict[str, object]:
+def render_host_project(project: Project) -> dict[str, str]:
+    """The cmake layout's project files (example, check program, CMakeLists.txt, Makefile).
+
+    An Arduino library has none; ``--verify-build`` builds its ``src/`` files with these.
+
+    Args:
+        project: What is being generated.
+
+    Returns:
+        File name -> text.
+    """
+    values = source_values(project)
+    return {path: fill(template, values) for template, path in HOST_PROJECT.items()}
+
+
+def readme_values(project: Project, checks: list[str], built: bool) -> dict[str, object]:
     """The values ``README.md.tpl`` is filled from: the figures formatted for people.
 
     Args:
         project: What was generated.
         checks: What the host verification found, one line each.
+        built: Whether the project was compiled against TFLite Micro and its check program run.
 
     Returns:
         Placeholder -> value.
@@ -285,8 +329,12 @@ def readme_values(project: Project, checks: list[str]) -> dict[str, object]:
     values: dict[str, object] = {
         "name": name,
         "how": _line(LAYOUT_SPECS[project.layout].how, {"name": name}),
+        "not_verified": _line(
+            "readme_built.md.tpl" if built else "readme_not_built.md.tpl", {"name": name}
+        ),
         "model_bytes": f"{len(project.data):,}",
         "arena_min_bytes": f"{arena.minimum_bytes:,}",
+        "arena_measured_on": arena.measured_on,
         "arena_margin": f"{arena.margin_percent:g}",
         "arena_bytes": f"{arena.recommended_bytes:,}",
         "labels": ", ".join(project.labels) if project.labels else "(none embedded)",
@@ -307,9 +355,9 @@ def readme_values(project: Project, checks: list[str]) -> dict[str, object]:
     return values
 
 
-def render_readme(project: Project, checks: list[str]) -> str:
+def render_readme(project: Project, checks: list[str], built: bool = False) -> str:
     """The README: how to use the folder, the figures, and what was verified on the host."""
-    return fill("README.md.tpl", readme_values(project, checks))
+    return fill("README.md.tpl", readme_values(project, checks, built))
 
 
 def write(folder: Path, files: dict[str, str]) -> None:
@@ -321,5 +369,8 @@ def write(folder: Path, files: dict[str, str]) -> None:
     """
     for rel, text in files.items():
         path = folder / rel
+        # An unchanged file keeps its time stamp, so a build of the folder does not redo it.
+        if path.is_file() and path.read_text() == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

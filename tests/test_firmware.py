@@ -15,7 +15,15 @@ from edgenn import artifact, tflite_model, tflm
 from edgenn.cli import main
 from edgenn.errors import EdgennError, UsageError
 from edgenn.tflm import kernels as tflm_kernels
-from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, LAYOUTS, export_firmware, render
+from firmware_export import (
+    DEFAULT_ARENA_MARGIN,
+    DEFAULT_DATASET,
+    LAYOUTS,
+    TFLM_ENV,
+    export_firmware,
+    names,
+    render,
+)
 from firmware_export.generate import parse_c_array, resolver_methods
 
 from .conftest import REPO
@@ -35,7 +43,9 @@ def test_files_and_figures(cmake_out):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
             "CMakeLists.txt",
+            "Makefile",
             "README.md",
+            "check.cc",
             "main.cc",
             "tiny_config.h",
             "tiny_example_data.h",
@@ -46,12 +56,18 @@ def test_files_and_figures(cmake_out):
     )
     assert result.verified_examples == 50 and result.max_lsb_difference <= 1
     assert result.bit_exact, "the tiny CNN: TFLM and LiteRT's reference kernels agree exactly"
-    assert result.arena_min_bytes < result.arena_bytes <= result.arena_min_bytes * 1.1 + 16
+    # No TFLM build: the arena comes from the Python interpreter, and the result says so.
+    assert result.compiled_check is None and result.arena_measured_on == tflm.ON_INTERPRETER
+    assert result.arena_interpreter_min_bytes == result.arena_min_bytes
+    assert result.arena_min_bytes < result.arena_bytes <= result.arena_min_bytes * 1.1
+    assert result.arena_bytes - result.arena_min_bytes > result.arena_min_bytes * 0.1 - 16
     config = (out / "tiny_config.h").read_text()
     assert f"constexpr int ktiny_ArenaBytes = {result.arena_bytes};" in config
     assert "constexpr int ktiny_InputShape[] = {1, 28, 28, 1};" in config
     assert '"T-shirt/top"' in config and "typedef int8_t tiny_input_t;" in config
-    assert "flash: model | " + f"{result.flash_bytes:,}" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "flash: model | " + f"{result.flash_bytes:,}" in readme
+    assert "measured on the TFLM Python interpreter" in readme and "--verify-build" in readme
 
 
 def test_model_array_is_the_aligned_model(cmake_out):
@@ -145,6 +161,88 @@ def test_usage_errors(tmp_path):
         export_firmware(MICRO, tmp_path / "x", name="my-model")
     with pytest.raises(UsageError, match="--layout"):
         export_firmware(MICRO, tmp_path / "x", layout="zephyr")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["all", "clean", "install", "ALL_BUILD", "test"])
+def test_names_cmake_reserves_are_refused_up_front(tmp_path, name):
+    """`--name all` used to pass every check, then CMake refused the target."""
+    with pytest.raises(UsageError) as err:
+        export_firmware(tmp_path / "not-read.tflite", tmp_path / "x", name=name)
+    message = str(err.value)
+    assert f"--name {name!r} is a target name CMake reserves" in message
+    assert "\n" not in message and "e.g. --name " in message
+    suggested = message.rsplit("--name ", 1)[1].rstrip(".")
+    assert names.problem(suggested) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name, why",
+    [("_tiny", "underscore"), ("a__b", "'__'"), ("1st", "not a C identifier"), ("x" * 101, "101")],
+)
+def test_names_cpp_reserves_or_files_cannot_hold_are_refused(tmp_path, name, why):
+    with pytest.raises(UsageError, match=why):
+        export_firmware(MICRO, tmp_path / "x", name=name)
+
+
+def test_a_file_name_that_is_no_identifier_gives_a_derived_name(tmp_path):
+    """A model file named "1st model.tflite" and no --name used to fail with "--name '1st_model'
+    is not a C identifier", blaming an option the user never gave."""
+    model = tmp_path / "1st model.tflite"
+    shutil.copy(MICRO, model)
+    result = export_firmware(model, tmp_path / "fw", verify_examples=2)
+    assert result.name == "model_1st_model"
+    assert (tmp_path / "fw" / "model_1st_model_model_data.cc").is_file()
+    assert names.derive("all") == "all_model" and names.derive("\u6a21\u578b") == "model"
+    assert names.derive("my-model v2") == "my_model_v2"
+
+
+def test_labels_with_emoji_and_trigraphs_are_valid_cpp(tmp_path):
+    """An emoji used to become a JSON surrogate pair (invalid C++) and `??=` a trigraph (`#` in
+    C++11/14 with trigraphs on): every label must read back as its exact UTF-8 bytes."""
+    labels = [
+        "T-shirt/top",
+        "smile \U0001f600",
+        "what??=",
+        'quote " back\\slash',
+        "tab\there",
+        "??/",
+        "\u00e91",
+        "Bag",
+        "ends with \\",
+        "Ankle boot",
+    ]
+    model = tflite_model.load(MICRO)
+    odd = tmp_path / "odd.tflite"
+    odd.write_bytes(artifact.embed(model.data, labels, artifact.model_info(model).spec))
+    out = tmp_path / "fw"
+    export_firmware(odd, out, verify_examples=2)
+    program = tmp_path / "labels.cc"
+    program.write_text(
+        '#include <cstdio>\n#include "odd_config.h"\n'
+        'int main() { for (const char* l : kodd_Labels) std::printf("%s\\n", l); }\n'
+    )
+    expected = "".join(f"{label}\n" for label in labels).encode()
+    for std in ("-std=c++11", "-std=c++14", "-std=c++17", "-std=gnu++17"):
+        exe = tmp_path / "labels"
+        subprocess.run(
+            ["g++", std, "-trigraphs", "-Wall", "-Wextra", "-Werror", "-I", str(out)]
+            + [str(program), "-o", str(exe)],
+            check=True,
+        )
+        assert subprocess.run([str(exe)], capture_output=True, check=True).stdout == expected
+
+
+def test_a_model_file_name_cannot_break_out_of_a_comment(tmp_path):
+    """The file name is quoted in a // comment: a newline, a backslash or a trigraph in it must
+    not turn the rest into code (the export compiles the file with -Wall -Werror)."""
+    model = tmp_path / "m\nint x; ??=\\.tflite"
+    shutil.copy(MICRO, model)
+    result = export_firmware(model, tmp_path / "fw", name="m", verify_examples=2)
+    lines = (tmp_path / "fw" / "m_model_data.cc").read_text().splitlines()
+    assert lines[0].startswith("// Generated by edgenn firmware from m_int x_ ____.tflite: ")
+    assert lines[1].startswith("// TFLite Micro reads") and "m_model_data.cc" in result.compiled
 
 
 def test_existing_output_needs_overwrite(cmake_out):
@@ -197,24 +295,28 @@ def test_every_template_is_used_and_packaged():
     folder = importlib.resources.files("firmware_export").joinpath("templates")
     on_disk = {p.name for p in folder.iterdir() if p.name.endswith(".tpl")}
     used = {*render.SOURCES, "README.md.tpl", "op_registration.tpl", "config_check.cc.tpl"}
+    used |= {"readme_built.md.tpl", "readme_not_built.md.tpl", *render.HOST_PROJECT}
     for layout in render.LAYOUT_SPECS.values():
         used |= {*layout.project, layout.how}
     assert on_disk == used
 
 
 def test_templates_leave_no_placeholder(cmake_out, tmp_path):
-    """Every $value is filled; the one literal $ (CMake's ${TFLM_DIR}) comes from a $$ escape."""
+    """Every $value is filled; CMake and make files (their own $ syntax) fill @value@ markers."""
     _, out = cmake_out
     ard = tmp_path / "ard"
     export_firmware(MICRO, ard, name="t", layout="arduino", verify_examples=2, compile_check=False)
     texts = {p: p.read_text() for root in (out, ard) for p in root.rglob("*") if p.is_file()}
+    build_files = {"CMakeLists.txt", "Makefile"}
     for path, text in texts.items():
-        rest = text.replace("${TFLM_DIR}", "") if path.name == "CMakeLists.txt" else text
-        assert "$" not in rest, path
-    assert (
-        "target_include_directories(tiny PRIVATE ${TFLM_DIR}"
-        in (out / "CMakeLists.txt").read_text()
-    )
+        if path.name in build_files:
+            assert not re.search(r"@[A-Za-z_]\w*@", text), path
+        else:
+            assert "$" not in text, path
+    cmake = (out / "CMakeLists.txt").read_text()
+    assert "add_executable(tiny main.cc tiny_model_data.cc)" in cmake
+    assert "add_executable(tiny_check check.cc tiny_model_data.cc)" in cmake
+    assert "NAME := tiny\n" in (out / "Makefile").read_text()
 
 
 def test_labels_that_do_not_fit_the_output_are_refused(tmp_path):
@@ -222,8 +324,23 @@ def test_labels_that_do_not_fit_the_output_are_refused(tmp_path):
     model = tflite_model.load(MICRO)
     info = artifact.model_info(model)
     wrong = tmp_path / "wrong.tflite"
-    wrong.write_bytes(artifact.embed(model.data, info.labels[:3], info.spec))
+    # Embedded as an older edgenn (or another tool) could have: embed() itself now refuses it.
+    payload = artifact.metadata_bytes(info.labels[:3], info.spec)
+    wrong.write_bytes(tflite_model.embed_metadata(model.data, artifact.METADATA_ENTRY, payload))
     out = tmp_path / "fw"
     with pytest.raises(EdgennError, match="3 labels but 10 outputs"):
         export_firmware(wrong, out, verify_examples=2)
     assert not out.exists()
+
+
+def test_verify_build_without_a_tflm_folder_says_how(tmp_path, monkeypatch):
+    monkeypatch.delenv(TFLM_ENV, raising=False)
+    args = ["firmware", str(MICRO), "-o", str(tmp_path / "a"), "--verify-build"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--verify-build needs a TFLite Micro build: pass --tflm DIR or set EDGENN_TFLM" in (
+        result.output
+    )
+    missing = CliRunner().invoke(main, [*args[:4], "--tflm", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "is not a folder" in missing.output
+    assert list(tmp_path.iterdir()) == []

@@ -28,8 +28,10 @@ def test_align_keeps_the_network(aligned):
 
 def test_smallest_arena_is_tight_and_the_margin_applied(aligned):
     arena = tflm.smallest_arena(aligned, margin_percent=25)
-    assert arena.minimum_bytes % tflm.ALIGN == 0
-    assert arena.recommended_bytes >= arena.minimum_bytes * 1.25
+    assert arena.minimum_bytes % tflm.ALIGN == 0 and arena.measured_on == tflm.ON_INTERPRETER
+    # The margin in whole 16-byte steps, never above the percent asked for.
+    assert arena.minimum_bytes * 1.25 - tflm.ALIGN < arena.recommended_bytes
+    assert arena.recommended_bytes <= arena.minimum_bytes * 1.25
     assert arena.recommended_bytes % tflm.ALIGN == 0
     runtime = tflm.runtime()
     works, _ = tflm.try_run(runtime, aligned, arena.minimum_bytes)
@@ -67,3 +69,24 @@ def test_a_model_tflm_cannot_run_is_an_error(face_detection):
 
 def test_io_bytes_counts_inputs_and_outputs():
     assert tflm.io_bytes(load(MICRO)) == 28 * 28 + 10
+
+
+def test_with_margin_never_exceeds_the_percent_nor_drops_below_the_minimum():
+    for minimum in (16, 4240, 10432, 35888, 1_000_000):
+        for margin in (0, 10, 12.5, 100):
+            size = tflm.with_margin(minimum, margin)
+            assert minimum <= size <= minimum * (1 + margin / 100)
+            assert size % tflm.ALIGN == 0 and size > minimum * (1 + margin / 100) - tflm.ALIGN
+    assert tflm.with_margin(10432, 10) == 11472
+
+
+def test_bisect_arena_finds_the_smallest_working_step():
+    tried = []
+
+    def works(size: int) -> bool:
+        tried.append(size)
+        return size >= 10_420
+
+    assert tflm.bisect_arena(works, 65_536) == 10_432  # the next 16-byte step
+    assert len(tried) <= 13 and all(size % tflm.ALIGN == 0 for size in tried)
+    assert tflm.bisect_arena(lambda size: True, 100) == tflm.ALIGN

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from edgenn.cli.base import main, print_json
-from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, DEFAULT_LAYOUT, LAYOUTS
+from firmware_export import (
+    DEFAULT_ARENA_MARGIN,
+    DEFAULT_DATASET,
+    DEFAULT_LAYOUT,
+    DEFAULT_VERIFY_EXAMPLES,
+    LAYOUTS,
+    TFLM_ENV,
+)
 
 
 @main.command(
@@ -16,6 +23,7 @@ from firmware_export import DEFAULT_ARENA_MARGIN, DEFAULT_DATASET, DEFAULT_LAYOU
 Examples:
   edgenn firmware runs/fmnist-cnn/model_int8.tflite -o firmware/fmnist --name fmnist
   edgenn firmware mcu/model.tflite -o arduino/fmnist --layout arduino --arena-margin 20
+  edgenn firmware mcu/model.tflite -o firmware/fmnist --tflm ~/tflite-micro --verify-build
   python -m firmware_export mcu/model.tflite -o firmware/fmnist
 """
 )
@@ -38,6 +46,27 @@ Examples:
     show_default=True,
     help="Test images that verify TFLM against LiteRT (random inputs if they do not fit; none).",
 )
+@click.option(
+    "--test-images",
+    type=click.IntRange(min=1),
+    default=DEFAULT_VERIFY_EXAMPLES,
+    show_default=True,
+    help="How many test images the checks run (Fashion-MNIST has 10,000).",
+)
+@click.option(
+    "--tflm",
+    "tflm_dir",
+    type=click.Path(path_type=Path),
+    help="TFLite Micro to build against: a folder made by TFLM's build.sh (flags.txt) or a "
+    "tree where `make -f tensorflow/lite/micro/tools/make/Makefile microlite` has run. "
+    "Implies --verify-build.",
+)
+@click.option(
+    "--verify-build",
+    is_flag=True,
+    help="Build the project with its CMakeLists.txt against --tflm (default: "
+    f"${TFLM_ENV}), measure the arena on the compiled program and run it on the test images.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def firmware(model: Path, output: Path, **opts: Any) -> None:
@@ -53,6 +82,10 @@ def firmware(model: Path, output: Path, **opts: Any) -> None:
         arena_margin=opts["arena_margin"],
         overwrite=opts["overwrite"],
         dataset=dataset_option(opts["dataset"]),
+        verify_examples=opts["test_images"],
+        tflm_dir=opts["tflm_dir"],
+        verify_build=opts["verify_build"],
+        progress=lambda message: click.echo(f"firmware: {message}", err=True),
     )
     if opts["as_json"]:
         print_json(summary(result))

@@ -5,7 +5,7 @@ ${how}
 | figure | bytes |
 |---|---|
 | flash: model | ${model_bytes} |
-| RAM: tensor arena (measured minimum ${arena_min_bytes} + ${arena_margin}%) | ${arena_bytes} |
+| RAM: tensor arena (minimum ${arena_min_bytes} measured on the ${arena_measured_on}, + ${arena_margin}%) | ${arena_bytes} |
 
 Input: ${input_dtype} ${input_shape}, scale ${input_scale}, zero point ${input_zero_point}.
 Output: ${output_dtype} ${output_shape}, scale ${output_scale}, zero point ${output_zero_point}.
@@ -20,6 +20,4 @@ Verified on the host when these files were written:
 
 ${verified}
 
-Not verified here: a build against a TFLite Micro tree and a run on a board. Optimized kernels for
-your MCU may need more arena than the host reference; if `AllocateTensors()` fails, raise
-`k${name}_ArenaBytes`.
+${not_verified}

@@ -4,10 +4,11 @@
 
 #include <stdint.h>
 
-// Tensor arena: the smallest that TFLite Micro's reference interpreter needed on the host
-// (${arena_min_bytes} bytes, found by bisection) plus ${arena_margin}%, because kernels
-// optimized for some MCUs (CMSIS-NN, ESP-NN, Xtensa) allocate scratch buffers the reference
-// kernels do not. The input and output tensors live inside the arena.
+// Tensor arena: the smallest that TFLite Micro's reference kernels needed on the host
+// (${arena_min_bytes} bytes, found by bisection on the ${arena_measured_on})
+// plus ${arena_margin}%, because kernels optimized for some MCUs (CMSIS-NN, ESP-NN, Xtensa)
+// allocate scratch buffers the reference kernels do not. The input and output tensors live
+// inside the arena.
 constexpr int k${name}_ArenaMinimumBytes = ${arena_min_bytes};
 constexpr int k${name}_ArenaBytes = ${arena_bytes};
 

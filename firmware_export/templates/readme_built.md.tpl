@@ -1,0 +1,1 @@
+Compiled on the host against TFLite Micro (`edgenn firmware --verify-build`: the cmake layout's CMakeLists.txt and check program), which ran the test images above. Not verified here: a run on a board. Kernels optimized for your MCU (CMSIS-NN, ESP-NN, Xtensa) may need more arena than the reference kernels; if `AllocateTensors()` fails, raise `k${name}_ArenaBytes`.

@@ -1,0 +1,1 @@
+Not verified here: a build against TFLite Micro (`edgenn firmware ... --verify-build --tflm DIR` builds the project and runs its check program on the test images) and a run on a board. Kernels optimized for your MCU (CMSIS-NN, ESP-NN, Xtensa) may need more arena than the reference kernels; if `AllocateTensors()` fails, raise `k${name}_ArenaBytes`.
