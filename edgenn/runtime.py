@@ -31,6 +31,16 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 DELEGATE_FORMS = ("edgetpu", "edgetpu:usb", "edgetpu:pci", "a delegate .so path")
 
 
+#: Coral's apt repository and the Edge TPU runtime, as Coral's "Get started" pages set them up.
+EDGETPU_INSTALL = (
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo gpg --dearmor -o "
+    "/usr/share/keyrings/coral-edgetpu.gpg && echo 'deb [signed-by=/usr/share/keyrings/"
+    "coral-edgetpu.gpg] https://packages.cloud.google.com/apt coral-edgetpu-stable main' | "
+    "sudo tee /etc/apt/sources.list.d/coral-edgetpu.list && sudo apt-get update && "
+    "sudo apt-get install -y libedgetpu1-std"
+)
+
+
 @dataclasses.dataclass
 class Runtime:
     """The interpreter module in use.
@@ -107,10 +117,7 @@ def load_delegate(runtime: Runtime, spec: str):
         device = spec.partition(":")[2]
         if device:
             options["device"] = device
-        hint = (
-            "Install the Edge TPU runtime: add Coral's apt repository and run "
-            "sudo apt-get install libedgetpu1-std (https://coral.ai/software/#debian-packages)."
-        )
+        hint = f"Install the Edge TPU runtime: {EDGETPU_INSTALL}"
     else:
         library = spec
         if not Path(spec).is_file():

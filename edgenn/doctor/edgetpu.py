@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from edgenn.doctor import FAIL, OK, WARN, Check
-from edgenn.runtime import EDGETPU_LIBRARY
+from edgenn.runtime import EDGETPU_INSTALL, EDGETPU_LIBRARY
 from edgenn.tflite_model import TFLiteFile
 
 #: The custom op that holds the compiled part of a model.
@@ -35,14 +35,8 @@ USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator", ("18d1", "9302"): "Coral U
 USB_DEVICES = Path("/sys/bus/usb/devices")
 #: PCIe and M.2 Edge TPUs appear as /dev/apex_N (the gasket-dkms driver).
 PCIE_GLOB = "apex_*"
-#: Coral's apt repository and the runtime, as Coral's "Get started" pages set them up.
-INSTALL = (
-    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo gpg --dearmor -o "
-    "/usr/share/keyrings/coral-edgetpu.gpg && echo 'deb [signed-by=/usr/share/keyrings/"
-    "coral-edgetpu.gpg] https://packages.cloud.google.com/apt coral-edgetpu-stable main' | "
-    "sudo tee /etc/apt/sources.list.d/coral-edgetpu.list && sudo apt-get update && "
-    "sudo apt-get install -y libedgetpu1-std"
-)
+#: Coral's apt repository and the runtime (one owner: :mod:`edgenn.runtime`).
+INSTALL = EDGETPU_INSTALL
 NEEDS_DEVICE = (
     "a Coral Edge TPU: the USB Accelerator (lsusb shows 1a6e:089a or 18d1:9302) or a PCIe/M.2 "
     "module (/dev/apex_0, driver: sudo apt-get install gasket-dkms)"
