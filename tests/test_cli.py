@@ -163,8 +163,20 @@ def _library_choices() -> dict[tuple[str, str], object]:
     from edgenn import datasets as ds
     from edgenn.host import convert, models
     from edgenn.host import train as host_train
+    from edgenn.host.tuning import objectives
     from firmware_export import render
 
+    train = {
+        "task": ds.TASKS,
+        "color_mode": preprocess.COLOR_MODES,
+        "model": models.MODEL_KINDS,
+        "head": models.CNN_HEADS,
+        "activation": models.ACTIVATIONS,
+        "loss": models.LOSSES,
+        "optimizer": models.OPTIMIZERS,
+        "lr_schedule": host_train.LR_SCHEDULES,
+        "distribute": host_train.DISTRIBUTE_STRATEGIES,
+    }
     return {
         ("bench", "runtime"): runtime.RUNTIMES,
         ("predict", "runtime"): runtime.RUNTIMES,
@@ -179,15 +191,10 @@ def _library_choices() -> dict[tuple[str, str], object]:
         ("firmware", "layout"): render.LAYOUTS,
         ("tag", "fmt"): tag.FORMATS,
         ("tag", "sidecar"): xmp.SIDECAR_STYLES,
-        ("train", "task"): ds.TASKS,
-        ("train", "color_mode"): preprocess.COLOR_MODES,
-        ("train", "model"): models.MODEL_KINDS,
-        ("train", "head"): models.CNN_HEADS,
-        ("train", "activation"): models.ACTIVATIONS,
-        ("train", "loss"): models.LOSSES,
-        ("train", "optimizer"): models.OPTIMIZERS,
-        ("train", "lr_schedule"): host_train.LR_SCHEDULES,
-        ("train", "distribute"): host_train.DISTRIBUTE_STRATEGIES,
+        # edgenn tune takes train's data and model options, so their lists.
+        **{(cmd, name): owner for name, owner in train.items() for cmd in ("train", "tune")},
+        ("tune", "target"): targets.TARGETS,
+        ("tune", "objectives"): objectives.OBJECTIVE_NAMES,
     }
 
 

@@ -9,7 +9,17 @@ errors). Host-side modules (TensorFlow) are imported inside the commands that ne
 One module per command group; importing them registers their commands on :data:`main`.
 """
 
-from edgenn.cli import bundle, camera, convert, doctor, firmware, predict, tag, train  # noqa: F401
+from edgenn.cli import (  # noqa: F401
+    bundle,
+    camera,
+    convert,
+    doctor,
+    firmware,
+    predict,
+    tag,
+    train,
+    tune,
+)
 from edgenn.cli.base import main
 
 __all__ = ["main"]
