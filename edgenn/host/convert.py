@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import shlex
 import time
@@ -63,8 +64,8 @@ class ConvertResult:
         io: Input/output type.
         target: Target checked.
         size_bytes: File size.
-        fp32_size_bytes: Size of the same model converted to fp32.
-        size_ratio: ``size_bytes / fp32_size_bytes``.
+        fp32_size_bytes: Size of the same model converted to fp32 (None with ``compare=False``).
+        size_ratio: ``size_bytes / fp32_size_bytes`` (None with ``compare=False``).
         float_accuracy: Keras model on the test split (or ``float_mse`` for regression).
         converted_accuracy: The .tflite with the device runtime on the test split.
         accuracy_drop_points: ``(float - converted) * 100``.
@@ -86,8 +87,8 @@ class ConvertResult:
     io: str
     target: str
     size_bytes: int
-    fp32_size_bytes: int
-    size_ratio: float
+    fp32_size_bytes: int | None
+    size_ratio: float | None
     float_accuracy: float | None
     converted_accuracy: float | None
     accuracy_drop_points: float | None
@@ -246,22 +247,31 @@ class _Session:
     (:class:`edgenn.host.ladder.Maker`).
     """
 
-    def __init__(self, tf, src: Source, plan: _Plan, verbose: bool, say) -> None:
+    def __init__(
+        self, tf, src: Source, plan: _Plan, verbose: bool, say, compare: bool = True
+    ) -> None:
         self.tf, self.src, self.plan, self.verbose, self.say = tf, src, plan, verbose, say
         self.keras_model = models.load_keras_model(src.model_path)
         self.static = _static_batch_model(tf.keras, self.keras_model, src.spec)
         self.splits = data_mod.make_splits(src.data) if src.data is not None else None
-        self.reference = _convert_bytes(tf, self.static, FP32, FLOAT_IO, plan.target, None, verbose)
+        self.compare = compare
         self.task = self.splits.task if self.splits is not None else None
         self.float_score: float | None = None
         self._x_test: np.ndarray | None = None
         self._debuggers: dict[int, Any] = {}
-        if self.splits is not None:
+        if self.splits is not None and compare:
             n = len(self.splits.y_test)
             say(f"scoring on the test split ({n} examples) with the device runtime")
             self._x_test = self.splits.model_inputs(self.splits.x_test)
             float_out = self.keras_model.predict(self._x_test, batch_size=256, verbose=0)
             self.float_score = _score(self.task, float_out, self.splits.y_test, src.spec)
+
+    @functools.cached_property
+    def reference(self) -> bytes:
+        """The fp32 conversion (made when first needed: ``compare=False`` may never need it)."""
+        return _convert_bytes(
+            self.tf, self.static, FP32, FLOAT_IO, self.plan.target, None, self.verbose
+        )
 
     @property
     def has_data(self) -> bool:
@@ -389,6 +399,7 @@ def convert(
     verbose: bool = False,
     progress: Callable[[str], None] | None = None,
     report: bool = False,
+    compare: bool = True,
 ) -> ConvertResult:
     """Convert a trained model to .tflite, check its accuracy and its target.
 
@@ -407,6 +418,9 @@ def convert(
         verbose: Show TensorFlow's logs.
         progress: Optional callable ``progress(message)`` for status lines.
         report: Also write ``quantization.json`` and ``quantization.png`` beside the model.
+        compare: Compare with the float model: both scored on the test split (the accuracy
+            gate, the latency figure) and the fp32 size. ``edgenn tune`` turns it off: it
+            scores each trial on the validation split itself and never reads the test split.
 
     Returns:
         The result.
@@ -418,13 +432,15 @@ def convert(
     say = progress or (lambda message: None)
     counts = _sample_counts(calibration_samples)
     plan = _plan(target, quantize, io_type, counts)
+    if not compare and (len(plan.steps) > 1 or report):
+        raise UsageError("--quantize auto and --report compare with the float model.")
     src = resolve_source(Path(source))
     output = _output_path(output, src, plan.quantize, overwrite)
     if report:
         _check_report(src, output, overwrite)
     tf = import_tensorflow("edgenn convert", verbose)
     say(f"converting {src.model_path} ({'/'.join(plan.steps)}, {plan.io} I/O) for {target}")
-    session = _Session(tf, src, plan, verbose, say)
+    session = _Session(tf, src, plan, verbose, say, compare)
     climb = ladder.climb(session, plan.steps, counts, max_accuracy_drop, say)
     if climb.chosen is None:
         raise ladder.gate_error(session, climb, plan.target, max_accuracy_drop, _command(src, plan))
@@ -566,9 +582,10 @@ def _result(
     chosen = climb.chosen
     facts = session.facts(chosen.precision, chosen.io)
     # The fp32 reference carries the same metadata, so the size ratio compares weights and graph.
-    fp32_size = len(
-        artifact.embed(session.reference, session.src.labels, session.src.spec, **facts)
-    )
+    fp32_size = None
+    if session.compare:
+        reference = artifact.embed(session.reference, session.src.labels, session.src.spec, **facts)
+        fp32_size = len(reference)
     classification = session.classification
     regression = session.task is not None and not classification
     return ConvertResult(
@@ -578,13 +595,13 @@ def _result(
         target=plan.target.name,
         size_bytes=len(chosen.model_bytes),
         fp32_size_bytes=fp32_size,
-        size_ratio=round(len(chosen.model_bytes) / fp32_size, 4),
+        size_ratio=round(len(chosen.model_bytes) / fp32_size, 4) if fp32_size else None,
         float_accuracy=session.float_score if classification else None,
         converted_accuracy=chosen.score if classification else None,
         accuracy_drop_points=round(chosen.drop, 3) if chosen.drop is not None else None,
         float_mse=session.float_score if regression else None,
         converted_mse=chosen.score if regression else None,
-        test_examples=len(session.splits.y_test) if session.splits is not None else 0,
+        test_examples=len(session.splits.y_test) if session.float_score is not None else 0,
         calibration_samples=chosen.calibration_samples,
         ops=[{"op": n, "version": v, "count": c} for n, v, c in chosen.parsed.op_counts],
         min_runtime_version=chosen.parsed.min_runtime_version,

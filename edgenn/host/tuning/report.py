@@ -26,22 +26,14 @@ TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
 BEST_DIR = "best"
 PARETO_PNG = "pareto.png"
-#: The train options that tell trials apart, as trials.csv columns (after the figures).
+#: The train options that tell trials apart, as trials.csv columns (after the figures): the
+#: search keys, with the widths per block or layer as one list each.
 PARAM_COLUMNS = (
     "model",
     "filters",
     "hidden",
-    "depthwise",
-    "head",
-    "dense",
-    "dropout",
-    "activation",
-    "optimizer",
-    "learning_rate",
-    "lr_schedule",
-    "batch_size",
-    "augment",
-    "epochs",
+    *space_mod.CNN_KEYS[2:],
+    *space_mod.COMMON_KEYS,
 )
 MEASURE_COLUMNS = tuple(o.attr for o in OBJECTIVES.values())
 

@@ -52,9 +52,6 @@ PHASE_ATTR = "phase"
 #: Training examples that calibrate the untrained model's int8 ranges (its size, arena and
 #: latency do not depend on them; a few keep the converter's statistics defined).
 CHECK_CALIBRATION_SAMPLES = 32
-#: ``edgenn convert`` refuses a model whose test accuracy drops too far; the search must not
-#: decide anything on the test split, so the trial's conversion never refuses (100 points).
-NO_DROP_LIMIT = 100.0
 #: Pruning starts at this epoch, once this many finished trials can be compared.
 PRUNE_WARMUP_EPOCHS = 2
 PRUNE_MIN_TRIALS = 3
@@ -210,7 +207,7 @@ def check_untrained(config: train_mod.TrainConfig, ctx: TrialContext, number: in
             target=ctx.target,
             quantize=INT8,
             calibration_samples=CHECK_CALIBRATION_SAMPLES,
-            max_accuracy_drop=NO_DROP_LIMIT,
+            compare=False,  # no test-split scoring, no gate: trials are scored on validation
             verbose=ctx.verbose,
         )
         arena = converted.check.get("details", {}).get("arena")
@@ -388,7 +385,7 @@ class TrialRunner:
             target=ctx.target,
             quantize=INT8,
             calibration_samples=ctx.calibration_samples,
-            max_accuracy_drop=NO_DROP_LIMIT,
+            compare=False,  # no test-split scoring, no gate: trials are scored on validation
             verbose=ctx.verbose,
         )
         path = Path(converted.output)
