@@ -411,3 +411,33 @@ def test_two_workers_share_a_postgresql_study_and_one_is_killed(postgres_url, fm
             assert homes == ["a" if t.user_attrs["worker"] == mine else "b"]
     rows = _rows(tmp_path / "b")  # every worker's table lists the whole study
     assert {int(r["number"]) for r in rows} == {t.number for t in trials}
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_trials_train_across_two_logical_cpus_with_distribute_mirrored(fmnist_dir, tmp_path):
+    # Two trials in one process: the second reuses the first's MirroredStrategy (a new one would
+    # clash with its collective ops), and the CPU split comes before the size check runs TF.
+    out = tmp_path / "study"
+    args = [*_fast(fmnist_dir, _space_file(tmp_path, SPACE)), "--distribute", "mirrored"]
+    env = {**os.environ, "EDGENN_CPU_DEVICES": "2"}
+    proc = subprocess.run(
+        [*TUNE, *args, "--trials", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"], rows
+    for r in rows:
+        metrics = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())
+        assert metrics["replicas"] == 2 and metrics["options"]["distribute"] == "mirrored"
+    assert json.loads((out / "best.json").read_text())["distribute"] == "mirrored"
+
+    result = CliRunner().invoke(
+        _cli(), ["tune", *args[:-1], "multi-worker", "-o", str(tmp_path / "mw")]
+    )
+    assert result.exit_code == 2 and "run a tune worker per machine" in result.stderr.lower()
+    assert not (tmp_path / "mw").exists()

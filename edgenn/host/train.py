@@ -467,15 +467,32 @@ def _predict_test(keras, model, splits: data_mod.Splits, distribute: str) -> np.
     return model.predict(splits.model_inputs(splits.x_test), batch_size=256, verbose=0)
 
 
+#: The process's MirroredStrategy. A second one in the same process (edgenn tune's next trial)
+#: restarts the collective-op instance keys and its all-reduce meets the first one's
+#: ("Shape mismatch in the collective instance"), so the first is kept and reused.
+_STRATEGIES: dict[str, Any] = {}
+
+
+def start_devices(tf, distribute: str) -> None:
+    """Set up the devices ``distribute`` mirrors over, before TensorFlow first uses them.
+
+    With ``mirrored`` and no GPU, the CPU is split into :data:`CPU_DEVICES_ENV` logical devices;
+    a caller that runs TensorFlow before :func:`train` (``edgenn tune``) calls this first.
+    """
+    count = cpu_devices() if distribute == "mirrored" else None
+    # GPUs are what MirroredStrategy mirrors over when there are any; the CPU split is for
+    # machines without one.
+    if count and not tf.config.list_physical_devices("GPU"):
+        _split_cpu(tf, count)
+
+
 def _make_strategy(tf, distribute: str):
     """The tf.distribute strategy for ``distribute`` (None for ``none``)."""
     if distribute == "mirrored":
-        count = cpu_devices()
-        # GPUs are what MirroredStrategy mirrors over when there are any; the CPU split is for
-        # machines without one.
-        if count and not tf.config.list_physical_devices("GPU"):
-            _split_cpu(tf, count)
-        return tf.distribute.MirroredStrategy()
+        if "mirrored" not in _STRATEGIES:
+            start_devices(tf, distribute)
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES["mirrored"]
     if distribute == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return None

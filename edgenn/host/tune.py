@@ -35,7 +35,7 @@ from edgenn.errors import EdgennError, UsageError
 from edgenn.fileio import atomic_write_text, read_regular
 from edgenn.host import convert as convert_mod
 from edgenn.host import train as train_mod
-from edgenn.host.tfutil import import_keras
+from edgenn.host.tfutil import import_keras, import_tensorflow
 from edgenn.host.tuning import report as report_mod
 from edgenn.host.tuning import study as study_mod
 from edgenn.host.tuning import trial as trial_mod
@@ -428,6 +428,13 @@ def _plan(options: TuneOptions) -> _Plan:
     source = str(options.space_file) if options.space_file else "the search space"
     space = build_space(doc, options.given, source)
     base = train_mod.config_from_options(space.fixed)
+    if base.distribute == "multi-worker":
+        raise UsageError(
+            "edgenn tune trains each trial in this process; --distribute multi-worker needs "
+            "every machine in one training. Run a tune worker per machine with --storage "
+            "postgresql://... --study-name NAME, or use --distribute mirrored."
+        )
+    train_mod.check_distribution(base.distribute)
     output = Path(options.output)
     url = options.storage or study_mod.sqlite_url(output / study_mod.STUDY_DB)
     name = options.study_name or study_mod.DEFAULT_STUDY_NAME
@@ -493,6 +500,9 @@ def tune(options: TuneOptions, progress: Callable[[TuneEvent], None] | None = No
     worker = _Worker(options, plan.objectives, plan.url, progress)
     storage = _connect(plan, worker)
     splits = load_splits(plan.base)
+    # Each trial trains as edgenn train --distribute would; the CPU split for "mirrored" must
+    # come before the size check first runs TensorFlow in this process.
+    train_mod.start_devices(import_tensorflow("edgenn tune", options.verbose), plan.base.distribute)
     ctx = trial_mod.TrialContext(
         output=output,
         space=plan.space,
