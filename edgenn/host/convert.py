@@ -433,7 +433,10 @@ def convert(
     counts = _sample_counts(calibration_samples)
     plan = _plan(target, quantize, io_type, counts)
     if not compare and (len(plan.steps) > 1 or report):
-        raise UsageError("--quantize auto and --report compare with the float model.")
+        raise UsageError(
+            f"convert(compare=False) received quantize={plan.quantize!r}, report={report}; "
+            "--quantize auto and --report compare with the float model: keep compare=True."
+        )
     src = resolve_source(Path(source))
     output = _output_path(output, src, plan.quantize, overwrite)
     if report:
