@@ -418,9 +418,7 @@ def convert(
         verbose: Show TensorFlow's logs.
         progress: Optional callable ``progress(message)`` for status lines.
         report: Also write ``quantization.json`` and ``quantization.png`` beside the model.
-        compare: Compare with the float model: both scored on the test split (the accuracy
-            gate, the latency figure) and the fp32 size. ``edgenn tune`` turns it off: it
-            scores each trial on the validation split itself and never reads the test split.
+        compare: Score on the test split (the gate) and make the fp32 reference (tune: False).
 
     Returns:
         The result.
@@ -432,11 +430,7 @@ def convert(
     say = progress or (lambda message: None)
     counts = _sample_counts(calibration_samples)
     plan = _plan(target, quantize, io_type, counts)
-    if not compare and (len(plan.steps) > 1 or report):
-        raise UsageError(
-            f"convert(compare=False) received quantize={plan.quantize!r}, report={report}; "
-            "--quantize auto and --report compare with the float model: keep compare=True."
-        )
+    _check_compare(plan, report, compare)
     src = resolve_source(Path(source))
     output = _output_path(output, src, plan.quantize, overwrite)
     if report:
@@ -451,10 +445,31 @@ def convert(
     check = _write_checked(climb.chosen, output, src, plan.target, overwrite)
     result = _result(output, plan, session, climb, check)
     if report:
-        analysed = _write_report(session, climb, output, max_accuracy_drop, _command(src, plan))
-        result.report = str(output.parent / quantization.REPORT_JSON)
-        result.report_seconds = analysed.seconds
+        _add_report(result, session, climb, max_accuracy_drop, _command(src, plan))
     return result
+
+
+def _add_report(
+    result: ConvertResult, session: _Session, climb: ladder.Climb, gate: float, command: str
+) -> None:
+    """Write quantization.json / .png beside the model and record them in ``result``."""
+    output = Path(result.output)
+    analysed = _write_report(session, climb, output, gate, command)
+    result.report = str(output.parent / quantization.REPORT_JSON)
+    result.report_seconds = analysed.seconds
+
+
+def _check_compare(plan: _Plan, report: bool, compare: bool) -> None:
+    """Refuse ``compare=False`` with what needs the float model's score.
+
+    Raises:
+        UsageError: ``--quantize auto`` (a ladder) or ``--report`` without comparing.
+    """
+    if not compare and (len(plan.steps) > 1 or report):
+        raise UsageError(
+            f"convert(compare=False) received quantize={plan.quantize!r}, report={report}; "
+            "--quantize auto and --report compare with the float model: keep compare=True."
+        )
 
 
 def _write_checked(
